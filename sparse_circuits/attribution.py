@@ -20,52 +20,53 @@ from .tasks import METRICS, Batch, Task, atomic_write
 # %% auto #0
 __all__ = ['METHODS', 'Attribution', 'attribute']
 
-# %% ../nbs/04_attribution.ipynb #ffe51470
-def _sender_acts(model, a: Adapter, g: Graph, embed_out, reads: bool):
-    "Inside a trace: sender activations [batch, pos, n_senders, d_model] (float32) and, if `reads`, gradient anchors."
+# %% ../nbs/04_attribution.ipynb #ce20ef0a
+def _forward_reads(model, a: Adapter, embed_out, acts: bool, anchors: bool):
+    "Inside a trace: sender activations [n_senders, batch*pos*d_model] (float32) and/or gradient anchors."
     blocks = a.blocks(model)
-    acts = [embed_out.detach().float()[:, :, None, :]]
-    anchors = []
+    out = [embed_out.detach().float().reshape(1, -1)] if acts else None
+    anch = []
     for l in range(a.n_layers):
         blk = blocks[l]
-        if reads:
+        if anchors:
             resid_pre = a.attn_norm(blk).input.detach()
             qkv = [m.output for m in a.qkv_modules(blk)]
-        z = a.o_proj(blk).input.detach().float()
-        z = z.reshape(*z.shape[:-1], a.n_heads, a.d_head)
-        acts.append(torch.einsum("bshe,hed->bshd", z, a.o_weight(blk).float()))
-        if reads:
+        if acts:
+            z = a.o_proj(blk).input.detach().float()
+            z = z.reshape(*z.shape[:-1], a.n_heads, a.d_head)
+            out.append(torch.einsum("bshe,hed->hbsd", z, a.o_weight(blk).float()).reshape(a.n_heads, -1))
+        if anchors:
             resid_mid = a.mlp_norm(blk).input.detach()
             mlp_in = a.mlp_norm(blk).output
-        acts.append(a.mlp(blk).output.detach().float()[:, :, None, :])
-        if reads: anchors.append((resid_pre, qkv, resid_mid, mlp_in))
-    final = (a.final_norm(model).input.detach(), a.final_norm(model).output) if reads else None
-    return torch.cat(acts, dim=2), anchors, final
+            anch.append((resid_pre, qkv, resid_mid, mlp_in))
+        if acts: out.append(a.mlp(blk).output.detach().float().reshape(1, -1))
+    final = (a.final_norm(model).input.detach(), a.final_norm(model).output) if anchors else None
+    return (torch.cat(out) if acts else None), anch, final
 
-# %% ../nbs/04_attribution.ipynb #9f7486a0
+# %% ../nbs/04_attribution.ipynb #d1b039c8
 def _attn_cotangents(a: Adapter, blk, grads):
-    "Per-receiver cotangents at the attention norm's output: [b, s, H + 2G, d] from the projection output grads."
+    "Per-receiver cotangents at the attention norm's output: [H + 2G, b, s, d] from the projection output grads."
     gq, gk, gv = a.split_qkv(grads)
     Wq, _, Wk, _, Wv, _ = a.qkv_weights(blk)
-    return torch.cat([torch.einsum("bshe,hde->bshd", gq.float(), Wq.float()),
-                      torch.einsum("bsge,gde->bsgd", gk.float(), Wk.float()),
-                      torch.einsum("bsge,gde->bsgd", gv.float(), Wv.float())], dim=2)
+    return torch.cat([torch.einsum("bshe,hde->hbsd", gq.float(), Wq.float()),
+                      torch.einsum("bsge,gde->gbsd", gk.float(), Wk.float()),
+                      torch.einsum("bsge,gde->gbsd", gv.float(), Wv.float())])
 
 def _accumulate_scores(scores, delta, model, a: Adapter, g: Graph, anchors, final, grads_layers, grad_final):
-    "Add sum_{b,pos,d} delta_u * dm/dx_r to `scores` [n_senders, n_receivers] for every edge."
+    "Add sum_{b,pos,d} delta_u * dm/dx_r to `scores` [n_senders, n_receivers]; `delta` is [n_senders, b*pos*d]."
     blocks = a.blocks(model)
-    G = norm_vjp(final[0], grad_final[:, :, None, :], a.norm_params(a.final_norm(model)), a.norm_kind)
-    scores[:, g.logits_receiver] += torch.einsum("bsud,bsd->u", delta, G[:, :, 0])
+    G = norm_vjp(final[0], grad_final[None], a.norm_params(a.final_norm(model)), a.norm_kind)
+    scores[:, g.logits_receiver] += delta @ G.reshape(-1)
     for l in range(a.n_layers):
         blk = blocks[l]
         resid_pre, _, resid_mid, _ = anchors[l]
         g_qkv, g_mlp = grads_layers[l]
-        G = norm_vjp(resid_mid, g_mlp[:, :, None, :], a.norm_params(a.mlp_norm(blk)), a.norm_kind)
+        G = norm_vjp(resid_mid, g_mlp[None], a.norm_params(a.mlp_norm(blk)), a.norm_kind)
         U = g.senders_before_mlp(l)
-        scores[:U, g.mlp_receiver(l)] += torch.einsum("bsud,bsd->u", delta[:, :, :U], G[:, :, 0])
+        scores[:U, g.mlp_receiver(l)] += delta[:U] @ G.reshape(-1)
         G = norm_vjp(resid_pre, _attn_cotangents(a, blk, g_qkv), a.norm_params(a.attn_norm(blk)), a.norm_kind)
         U = g.senders_before_attn(l)
-        scores[:U, g.attn_receivers(l)] += torch.einsum("bsud,bsrd->ur", delta[:, :, :U], G)
+        scores[:U, g.attn_receivers(l)] += delta[:U] @ G.reshape(G.shape[0], -1).T
     return scores
 
 def _backward_reads(a: Adapter, anchors, final):
@@ -79,41 +80,35 @@ def _backward_reads(a: Adapter, anchors, final):
         grads[l] = (g_qkv, g_mlp)
     return grads, grad_final
 
-# %% ../nbs/04_attribution.ipynb #6f47860e
+# %% ../nbs/04_attribution.ipynb #3dd75178
 def _batch_scores(model, a: Adapter, g: Graph, metric_fn, b: Batch, method: str, steps: int, remote):
     "Summed (not yet averaged) edge scores of one batch, float32 [n_senders, n_receivers]."
     mask = b.attention_mask
+    # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function
     with model.session(remote=remote):
         scores = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float32, device=b.clean.device)
+        acts_corr = acts_clean = e_clean = e_corr = delta = None
         if method == "EAP":
             with model.trace(b.corrupted, attention_mask=mask):
-                acts_corr, _, _ = _sender_acts(model, a, g, a.embed(model).output, reads=False)
+                acts_corr, _, _ = _forward_reads(model, a, a.embed(model).output, acts=True, anchors=False)
+        else:
             with model.trace(b.clean, attention_mask=mask):
-                e = a.embed(model).output.detach().requires_grad_(True)
+                e_clean = a.embed(model).output.detach()
+                e_corr = a.embed(model).weight[b.corrupted].detach().to(e_clean.dtype)
+                acts_clean, _, _ = _forward_reads(model, a, e_clean, acts=True, anchors=False)
+        for k in range(steps):
+            with model.trace(b.clean, attention_mask=mask):
+                if method == "EAP": e = a.embed(model).output.detach()
+                else: e = (e_corr + (k / steps) * (e_clean - e_corr)).detach()
+                e = e.requires_grad_(True)
                 a.embed(model).output = e
-                acts, anchors, final = _sender_acts(model, a, g, e, reads=True)
-                delta = acts_corr - acts
+                acts, anchors, final = _forward_reads(model, a, e, acts=delta is None, anchors=True)
+                if delta is None:  # EAP: clean run; EAP-IG: k = 0 (alpha = 0) is the corrupted run
+                    delta = (acts_corr - acts) if method == "EAP" else (acts - acts_clean)
                 metric = metric_fn(model.output.logits, b).sum()
                 with metric.backward():
                     grads, grad_final = _backward_reads(a, anchors, final)
                 scores = _accumulate_scores(scores.to(delta.device), delta, model, a, g, anchors, final, grads, grad_final)
-        else:
-            with model.trace(b.corrupted, attention_mask=mask):
-                e_corr = a.embed(model).output.detach()
-            with model.trace(b.clean, attention_mask=mask):
-                e_clean = a.embed(model).output.detach()
-                acts_clean, _, _ = _sender_acts(model, a, g, e_clean, reads=False)
-            delta = None
-            for k in range(steps):
-                with model.trace(b.clean, attention_mask=mask):
-                    e = (e_corr + (k / steps) * (e_clean - e_corr)).requires_grad_(True)
-                    a.embed(model).output = e
-                    acts, anchors, final = _sender_acts(model, a, g, e, reads=True)
-                    if k == 0: delta = acts - acts_clean   # alpha = 0: this forward is the corrupted run
-                    metric = metric_fn(model.output.logits, b).sum()
-                    with metric.backward():
-                        grads, grad_final = _backward_reads(a, anchors, final)
-                    scores = _accumulate_scores(scores.to(delta.device), delta, model, a, g, anchors, final, grads, grad_final)
         scores = scores.save()
     return scores
 

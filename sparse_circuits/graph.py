@@ -243,7 +243,7 @@ def adapter_for(model_or_config) -> Adapter:
     raise ValueError(f"model_type {mt!r} is not supported; supported model types: {supported}. "
                      "To add a family, write an Adapter subclass and add it to sparse_circuits.graph.ADAPTERS.")
 
-# %% ../nbs/03_graph.ipynb #1fbd0998
+# %% ../nbs/03_graph.ipynb #affe0a79
 def norm_forward(x: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
     "Apply a LayerNorm / RMSNorm with `params = (weight, bias, eps)` over the last dim, in float32."
     w, b, eps = params
@@ -255,16 +255,15 @@ def norm_forward(x: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
     return y
 
 def norm_vjp(x: torch.Tensor, gy: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
-    """Vector-Jacobian product of the norm at input `x` (`[..., d]`) with cotangents `gy` (`[..., R, d]`: one per
-    receiver sharing that input); returns `[..., R, d]` in float32."""
+    """Vector-Jacobian product of the norm at input `x` (`[..., d]`) with cotangents `gy` (`[R, ..., d]`: one per
+    receiver that applies the norm to that same input); returns `[R, ..., d]` in float32."""
     w, _, eps = params
-    x = x.float()[..., None, :]
+    x = x.float()
     gy = gy.float() * (w.float() if w is not None else 1.0)
     if kind == "layernorm":
-        xc = x - x.mean(-1, keepdim=True)
-        rstd = torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + eps)
-        xh = xc * rstd
-        return rstd * (gy - gy.mean(-1, keepdim=True) - xh * (gy * xh).mean(-1, keepdim=True))
+        x = x - x.mean(-1, keepdim=True)
+        gy = gy - gy.mean(-1, keepdim=True)
     rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     xh = x * rstd
-    return rstd * (gy - xh * (gy * xh).mean(-1, keepdim=True))
+    dot = (gy * xh).mean(-1, keepdim=True)
+    return rstd * (gy - xh * dot)
