@@ -27,17 +27,22 @@ __all__ = ['heads_to_reach', 'Evaluator', 'explained_effect', 'log_grid', 'boots
            'edges_to_reach', 'multiplier', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd', 'versions',
            'save_results']
 
-# %% ../nbs/05_evaluation.ipynb #0ab5e0ec
+# %% ../nbs/05_evaluation.ipynb #2124370b
 def _layer_plan(keep: torch.Tensor, U: int, rs) -> tuple | None:
-    "How to build the inputs of receivers `rs` (upstream senders `:U`): None (untouched) or (mode, senders, matrix)."
+    """How to build the inputs of receivers `rs` (upstream senders `:U`): None (untouched), or (mode, senders,
+    active receivers, matrix): every receiver reads `base` (the corrupted residual in mode 'kept', the current one in
+    'notkept'), and the `active` ones add `matrix @ (difference of the senders' activations)`."""
     k = keep[:U, rs]
     if k.dim() == 1: k = k[:, None]
     if bool(k.all()): return None
     kept = k.any(1).nonzero().flatten()
     notkept = (~k).any(1).nonzero().flatten()
     if len(kept) <= len(notkept):  # x = resid_corrupt + sum_kept (current - corrupt)
-        return ("kept", kept, k[kept].T.float())
-    return ("notkept", notkept, (~k[notkept]).T.float())  # x = resid + sum_notkept (corrupt - current)
+        mode, idx, M = "kept", kept, k[kept].T
+    else:                          # x = resid + sum_notkept (corrupt - current)
+        mode, idx, M = "notkept", notkept, (~k[notkept]).T
+    active = M.any(1).nonzero().flatten()
+    return (mode, idx, active, M[active].float())
 
 def _plans(g: Graph, keep: torch.Tensor) -> list:
     "Per layer (attn, mlp) plans and the logits plan for a keep mask."
@@ -46,15 +51,21 @@ def _plans(g: Graph, keep: torch.Tensor) -> list:
             _layer_plan(keep, g.senders_before_mlp(l), g.mlp_receiver(l))) for l in range(g.n_layers)]
     return out + [_layer_plan(keep, g.n_senders, g.logits_receiver)]
 
-def _patched_inputs(plan, resid, resid_corr, cur, corr, device):
-    "Receiver inputs [R, b, s, d] (float32) from a plan, the current/corrupted residuals and sender activations."
-    mode, idx, M = plan
-    idx, M = idx.to(device), M.to(device)
-    if mode == "kept": base, D = resid_corr, cur[idx] - corr[idx]
-    else: base, D = resid.float(), corr[idx] - cur[idx]
-    return base[None] + (M @ D).view(M.shape[0], *resid.shape)
+def _needed_senders(g: Graph, plans) -> torch.Tensor:
+    "Bool [n_senders]: senders whose current activation some plan reads."
+    need = torch.zeros(g.n_senders, dtype=torch.bool)
+    for p in [p for pair in plans[:-1] for p in pair] + [plans[-1]]:
+        if p is not None and len(p[2]): need[p[1]] = True
+    return need
 
-# %% ../nbs/05_evaluation.ipynb #65c7b9cb
+def _active_inputs(plan, base, cur, corr):
+    "Inputs [n_active, b, s, d] (float32) of a plan's active receivers."
+    mode, idx, active, M = plan
+    idx, M = idx.to(base.device), M.to(base.device)
+    D = (cur[idx] - corr[idx]) if mode == "kept" else (corr[idx] - cur[idx])
+    return torch.addmm(base.reshape(1, -1), M, D).view(M.shape[0], *base.shape)
+
+# %% ../nbs/05_evaluation.ipynb #3ac73e7e
 def _corrupted_reads(model, a: Adapter):
     "Inside a trace: sender activations [n_senders, b*s*d] and the residuals entering every norm [2 L + 1, b, s, d]."
     blocks = a.blocks(model)
@@ -70,44 +81,67 @@ def _corrupted_reads(model, a: Adapter):
     resids.append(a.final_norm(model).input.detach().float())
     return torch.cat(acts), torch.stack(resids)
 
-def _patched_run(model, a: Adapter, g: Graph, plans, corr, resids_corr):
-    "Inside a trace of the clean input: patch every receiver as `plans` say."
+def _patched_run(model, a: Adapter, g: Graph, plans, need, corr, resids_corr):
+    """Inside a trace of the clean input: patch every receiver as `plans` say. In mode 'kept' the block's norm
+    reads the corrupted residual (so the model's own projection serves every receiver with no kept edge); active
+    receivers get their own normed input and projection slice, written over the projection's output."""
     blocks = a.blocks(model)
-    need_acts = any(p is not None for pair in plans[:-1] for p in pair) or plans[-1] is not None
-    cur = torch.zeros_like(corr) if need_acts else None
+    cur = torch.empty_like(corr) if bool(need.any()) else None
     emb = a.embed(model).output
-    if need_acts: cur[0] = emb.detach().float().reshape(-1)
+    if need[0]: cur[0] = emb.detach().float().reshape(-1)
+    H, G = a.n_heads, a.n_kv_heads
     for l in range(a.n_layers):
         blk = blocks[l]
         p_attn, p_mlp = plans[l]
         if p_attn is not None:
-            resid = a.attn_norm(blk).input
-            X = _patched_inputs(p_attn, resid, resids_corr[2 * l], cur, corr, resid.device)
-            N = norm_forward(X, a.norm_params(a.attn_norm(blk)), a.norm_kind)
-            H, G = a.n_heads, a.n_kv_heads
-            Wq, bq, Wk, bk, Wv, bv = a.qkv_weights(blk)
-            proj = lambda x, W, bias: torch.einsum("hbsd,hde->bshe", x, W.float()) + (0 if bias is None else bias.float())
-            q, k, v = proj(N[:H], Wq, bq), proj(N[H:H + G], Wk, bk), proj(N[H + G:], Wv, bv)
-            mods = a.qkv_modules(blk)
-            new = a.join_qkv(q, k, v)
-            for mod, t in zip(mods, new): mod.output = t.to(resid.dtype)
-        if need_acts:
+            norm = a.attn_norm(blk)
+            resid = norm.input
+            base = resids_corr[2 * l] if p_attn[0] == "kept" else resid.float()
+            if p_attn[0] == "kept": norm.input = base.to(resid.dtype)
+            active = p_attn[2]
+            if len(active):
+                X = _active_inputs(p_attn, base, cur, corr)
+                N = norm_forward(X, a.norm_params(norm), a.norm_kind)
+                Wq, bq, Wk, bk, Wv, bv = a.qkv_weights(blk)
+                W = torch.cat([Wq, Wk, Wv])[active.to(X.device)].float()
+                bias = None if bq is None else torch.cat([bq, bk, bv])[active.to(X.device)].float()
+                P = torch.einsum("rbsd,rde->rbse", N, W) + (0 if bias is None else bias[:, None, None, :])
+                mods, act = a.qkv_modules(blk), active.tolist()
+                def overwrite(q, k, v):  # active receivers' slices of the projection outputs
+                    for i, r in enumerate(act):
+                        t, j = (q, r) if r < H else ((k, r - H) if r < H + G else (v, r - H - G))
+                        if t is not None: t[:, :, j] = P[i].to(t.dtype)
+                    return q, k, v
+                if len(mods) == 1:  # fused q/k/v (GPT-2's c_attn)
+                    q, k, v = (t.clone() for t in a.split_qkv([mods[0].output]))
+                    mods[0].output = a.join_qkv(*overwrite(q, k, v))[0]
+                else:               # separate projections, overwritten one after the other, in execution order
+                    for j, mod in enumerate(mods):
+                        out = mod.output
+                        t = out.reshape(*out.shape[:-1], H if j == 0 else G, a.d_head).clone()
+                        overwrite(*[t if i == j else None for i in range(3)])
+                        mod.output = t.flatten(-2)
+        s0 = g.head_sender(l, 0)
+        if bool(need[s0:s0 + H].any()):
             z = a.o_proj(blk).input.detach().float()
-            z = z.reshape(*z.shape[:-1], a.n_heads, a.d_head)
-            s0 = g.head_sender(l, 0)
-            cur[s0:s0 + a.n_heads] = torch.einsum("bshe,hed->hbsd", z, a.o_weight(blk).float()).reshape(a.n_heads, -1)
+            z = z.reshape(*z.shape[:-1], H, a.d_head)
+            cur[s0:s0 + H] = torch.einsum("bshe,hed->hbsd", z, a.o_weight(blk).float()).reshape(H, -1)
         if p_mlp is not None:
-            resid = a.mlp_norm(blk).input
-            X = _patched_inputs(p_mlp, resid, resids_corr[2 * l + 1], cur, corr, resid.device)
-            a.mlp_norm(blk).input = X[0].to(resid.dtype)
-        if need_acts: cur[g.mlp_sender(l)] = a.mlp(blk).output.detach().float().reshape(-1)
+            norm = a.mlp_norm(blk)
+            resid = norm.input
+            base = resids_corr[2 * l + 1] if p_mlp[0] == "kept" else resid.float()
+            X = _active_inputs(p_mlp, base, cur, corr)[0] if len(p_mlp[2]) else base
+            norm.input = X.to(resid.dtype)
+        if need[g.mlp_sender(l)]: cur[g.mlp_sender(l)] = a.mlp(blk).output.detach().float().reshape(-1)
     if plans[-1] is not None:
-        resid = a.final_norm(model).input
-        X = _patched_inputs(plans[-1], resid, resids_corr[-1], cur, corr, resid.device)
-        a.final_norm(model).input = X[0].to(resid.dtype)
+        norm = a.final_norm(model)
+        resid = norm.input
+        base = resids_corr[-1] if plans[-1][0] == "kept" else resid.float()
+        X = _active_inputs(plans[-1], base, cur, corr)[0] if len(plans[-1][2]) else base
+        norm.input = X.to(resid.dtype)
     return model.output.logits
 
-# %% ../nbs/05_evaluation.ipynb #99c76499
+# %% ../nbs/05_evaluation.ipynb #2f6f3ec2
 class Evaluator:
     "Per-example metrics of circuits of `model` on `task`: one patched forward per circuit and batch."
     def __init__(self, model, task: Task, graph: Graph | None = None, batch_size: int = 16, remote=None,
@@ -148,6 +182,7 @@ class Evaluator:
         "Per-example metric `[len(keeps), n_examples]` with only each keep mask's edges clean."
         for keep in keeps: self.check(keep)
         all_plans = [_plans(self.graph, keep.cpu()) for keep in keeps]
+        all_need = [_needed_senders(self.graph, p) for p in all_plans]
         out = torch.empty(len(keeps), len(self.task))
         m, a, g = self.model, self.adapter, self.graph
         for i, b in enumerate(self.batches):
@@ -159,9 +194,9 @@ class Evaluator:
                     with m.trace(b.corrupted, attention_mask=b.attention_mask):
                         corr, resids = _corrupted_reads(m, a)
                 results = []
-                for plans in all_plans:
+                for plans, need in zip(all_plans, all_need):
                     with m.trace(b.clean, attention_mask=b.attention_mask):
-                        logits = _patched_run(m, a, g, plans, corr, resids)
+                        logits = _patched_run(m, a, g, plans, need, corr, resids)
                         results.append(self.metric_fn(logits, b).float())
                 res = torch.stack(results).save()
             self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)

@@ -243,16 +243,14 @@ def adapter_for(model_or_config) -> Adapter:
     raise ValueError(f"model_type {mt!r} is not supported; supported model types: {supported}. "
                      "To add a family, write an Adapter subclass and add it to sparse_circuits.graph.ADAPTERS.")
 
-# %% ../nbs/03_graph.ipynb #affe0a79
+# %% ../nbs/03_graph.ipynb #195a69df
 def norm_forward(x: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
     "Apply a LayerNorm / RMSNorm with `params = (weight, bias, eps)` over the last dim, in float32."
     w, b, eps = params
-    x = x.float()
-    if kind == "layernorm": x = x - x.mean(-1, keepdim=True)
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    if w is not None: y = y * w.float()
-    if b is not None: y = y + b.float()
-    return y
+    x, d = x.float(), (x.shape[-1],)
+    w = None if w is None else w.float()
+    if kind == "layernorm": return torch.nn.functional.layer_norm(x, d, w, None if b is None else b.float(), eps)
+    return torch.nn.functional.rms_norm(x, d, w, eps)
 
 def norm_vjp(x: torch.Tensor, gy: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
     """Vector-Jacobian product of the norm at input `x` (`[..., d]`) with cotangents `gy` (`[R, ..., d]`: one per

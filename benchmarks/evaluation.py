@@ -1,0 +1,69 @@
+"""Benchmark: cost of edge patching (one curve point) and of a 30-point curve with bisection, in plain forwards.
+
+GPT-2-small-shaped random model (12 layers, 12 heads, d_model 768), IOI batch of 16 prompts (~20 tokens), CPU.
+
+    python benchmarks/evaluation.py [--repeats 3] [--device cpu]
+"""
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from attribution import setup  # noqa: E402  the same model and batch as the attribution benchmark
+
+
+def timed(fn, repeats, device):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        if device.startswith("cuda"): torch.cuda.synchronize()
+        t = time.perf_counter(); out = fn()
+        if device.startswith("cuda"): torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    from sparse_circuits.attribution import attribute
+    from sparse_circuits.evaluation import Evaluator, curve, edges_to_reach
+    model, task = setup(a.device)
+    hf = model._module
+    b = next(task.batches(16, device=a.device))
+    fwd, _ = timed(lambda: torch.no_grad()(hf)(input_ids=b.clean, attention_mask=b.attention_mask), a.repeats, a.device)
+    attr = attribute(model, task, method="EAP-IG", steps=5, batch_size=16, progress=False)
+    ev = Evaluator(model, task, batch_size=16)
+    g = ev.graph
+    rows = []
+    for k in (10, 1000, 30000):
+        t, _ = timed(lambda: ev.metrics([attr.top_k(k)]), a.repeats, a.device)
+        rows.append((k, t))
+
+    def full_curve():
+        e = Evaluator(model, task, batch_size=16)           # baselines included
+        c = curve(model, task, scores=attr, n_points=30, evaluator=e, progress=False, n_boot=200)
+        r = edges_to_reach(c, 0.9)
+        return c, r, e.n_forward
+    t_curve, (c, r, n_fwd) = timed(full_curve, 1, a.device)
+    print(f"device {a.device}, torch threads {torch.get_num_threads()}, batch x positions {list(b.clean.shape)}, "
+          f"{g.n_edges} edges, median of {a.repeats}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print("| measurement | seconds | plain-forward equivalents | target |")
+    print("|---|---|---|---|")
+    print(f"| plain forward | {fwd:.3f} | 1.00 | |")
+    for k, t in rows:
+        print(f"| one curve point, top-{k} edges | {t:.3f} | {t / fwd:.2f} | <= 2 |")
+    print(f"| {len(c.table)}-point curve + baselines + bisection to 0.9 ({r.evaluations} steps; "
+          f"{n_fwd} forwards) | {t_curve:.3f} | {t_curve / fwd:.1f} | <= 40 |")
+    print(f"edges to reach 0.9 on this random model: {r}")
+
+
+if __name__ == "__main__":
+    main()
