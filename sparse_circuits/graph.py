@@ -11,8 +11,8 @@ from functools import cached_property
 import torch
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'Graph', 'Adapter', 'GPT2Adapter', 'LlamaAdapter', 'OlmoAdapter', 'adapter_for', 'norm_forward',
-           'norm_vjp']
+__all__ = ['ADAPTERS', 'Graph', 'Adapter', 'GPT2Adapter', 'LlamaAdapter', 'OlmoAdapter', 'adapter_for', 'head_writes',
+           'norm_forward', 'norm_vjp']
 
 # %% ../nbs/03_graph.ipynb #e67d3445
 @dataclass(eq=False)
@@ -242,6 +242,13 @@ def adapter_for(model_or_config) -> Adapter:
     supported = sorted(t for c in ADAPTERS.values() for t in c.model_types)
     raise ValueError(f"model_type {mt!r} is not supported; supported model types: {supported}. "
                      "To add a family, write an Adapter subclass and add it to sparse_circuits.graph.ADAPTERS.")
+
+# %% ../nbs/03_graph.ipynb #8f735462
+def head_writes(a: Adapter, blk, z: torch.Tensor | None = None) -> torch.Tensor:
+    "Per-head writes `[n_heads, batch*pos*d_model]` (float32) of block `blk`; `z` defaults to its o_proj input."
+    z = (a.o_proj(blk).input if z is None else z).detach().float()
+    z = z.reshape(*z.shape[:-1], a.n_heads, a.d_head)
+    return torch.einsum("bshe,hed->hbsd", z, a.o_weight(blk).float()).reshape(a.n_heads, -1)
 
 # %% ../nbs/03_graph.ipynb #195a69df
 def norm_forward(x: torch.Tensor, params: tuple, kind: str) -> torch.Tensor:
