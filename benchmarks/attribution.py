@@ -74,8 +74,8 @@ def main():
     fb, m = res["fwd_bwd"]["seconds"], a.steps
     print(f"device {a.device}, torch threads {torch.get_num_threads()}, batch x positions {res['fwd']['tokens']}, "
           f"EAP-IG steps {m}, median of {a.repeats}")
-    print(f"| measurement | seconds | peak memory (MiB) | ratio | target |")
-    print(f"|---|---|---|---|---|")
+    print("| measurement | seconds | peak memory (MiB) | ratio | target |")
+    print("|---|---|---|---|---|")
     print(f"| plain forward | {res['fwd']['seconds']:.3f} | {res['fwd']['peak_mib']} | | |")
     print(f"| plain forward+backward | {fb:.3f} | {res['fwd_bwd']['peak_mib']} | 1.00 | |")
     print(f"| EAP | {res['eap']['seconds']:.3f} | {res['eap']['peak_mib']} | "

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from sparse_circuits.models import ModelNotAvailableError, load_model, smollm2
 
