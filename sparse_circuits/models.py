@@ -151,7 +151,7 @@ def smollm2(*, device="cpu", dtype=torch.float32, cache: Path | None = None) -> 
     path = smollm2_path(cache)
     return load_model(str(path), device=device, dtype=dtype)
 
-# %% ../nbs/02_models.ipynb #c0ec16a7
+# %% ../nbs/02_models.ipynb #27b55834
 SUPPORTED_MODEL_TYPES = ("gpt2", "olmo", "llama")
 
 class ModelNotAvailableError(OSError):
@@ -175,6 +175,9 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype=None, remote=Fa
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"{name_or_path!r} is a {config.model_type!r} model; supported model types are "
                          f"{SUPPORTED_MODEL_TYPES}.")
+    if getattr(config, "sparse_gate_bias", None) is not None:  # saved by sparse_attention: gated attention
+        import sparse_circuits.sparse_attention  # noqa: F401  (registers attn_implementation="sparse")
+        kwargs.setdefault("attn_implementation", "sparse")
     if remote is True:  # NDIF: a meta model here, real weights on the server
         model = TransformersModel(name_or_path, task="text-generation")
         model.sc_remote = True
