@@ -160,11 +160,11 @@ def toy_data(cfg: ToyConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return rows[n_eval:], rows[:n_eval], dict(n_docs=len(docs), rejected_docs=rejected, rows=len(rows),
                                               train_tokens=int(rows[n_eval:].numel()))
 
-# %% ../nbs/08_toy.ipynb #ab08438f
+# %% ../nbs/08_toy.ipynb #9a46aa19
 def _toy_gpt2(cfg: ToyConfig, vocab_size: int) -> GPT2LMHeadModel:
     gcfg = GPT2Config(vocab_size=vocab_size, n_positions=cfg.seq_len, n_layer=cfg.n_layer, n_head=cfg.n_head,
                       n_embd=cfg.n_embd, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, bos_token_id=0,
-                      eos_token_id=0, pad_token_id=0)
+                      eos_token_id=0)
     gcfg._attn_implementation = "eager"
     torch.manual_seed(cfg.seed)
     return GPT2LMHeadModel(gcfg)

@@ -25,9 +25,8 @@ def test_offline_hub_id_fails_clearly():
         load_model("sparse-circuits-no-such/model", local_files_only=True)
 
 
-def test_cli_demo_smoke_run():
-    out = subprocess.run([CLI, "demo", "--seed", "3"],
-                         capture_output=True, text=True, timeout=300)
+def test_cli_smoke_run():
+    out = subprocess.run([CLI, "smoke", "--seed", "3"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     for family in ("gpt2", "olmo", "llama"):
         assert f"{family}: logits (50257,)" in out.stdout

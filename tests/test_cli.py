@@ -1,0 +1,119 @@
+"""The command line: every command's --help, configuration errors, dry runs, and a reduced demo end to end."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sparse_circuits.experiment import DEMO_CONFIG, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "sparse-circuits")
+
+
+def sc(*args, env=None, timeout=600):
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("cmd", ["demo", "run", "plot", "smoke"])
+def test_every_command_has_help(cmd):
+    out = sc(cmd, "--help")
+    assert out.returncode == 0 and "usage: sparse-circuits " + cmd in out.stdout
+    assert "--" in out.stdout.split("options:")[-1]  # documents at least one option
+
+
+def test_shipped_demo_config_is_the_builtin_one():
+    assert (ROOT / "configs" / "demo.toml").read_text() == DEMO_CONFIG
+
+
+@pytest.mark.parametrize("name", ["paper.toml", "demo.toml"])
+def test_dry_run_of_shipped_configs(name):
+    out = sc("run", ROOT / "configs" / name, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "configuration is valid" in out.stdout and "n_edges" in out.stdout
+
+
+def test_bad_config_names_the_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[panels]]\ntask = "ioi"\ndense = { hub = "gpt2" }\nsparse = { hub = "gpt2" }\nbatch_size = "big"\n')
+    out = sc("run", bad, "--dry-run")
+    assert out.returncode == 2 and "panels[0].batch_size: expected int" in out.stderr
+    bad.write_text('[[panels]]\ntask = "sorting"\ndense = { hub = "gpt2" }\nsparse = { hub = "gpt2" }\n')
+    out = sc("run", bad, "--dry-run")
+    assert out.returncode == 2 and "panels[0].task: unknown task 'sorting'" in out.stderr
+    out = sc("run", tmp_path / "missing.toml")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+REDUCED = """
+name = "reduced-demo"
+tau = 0.9
+[defaults]
+method = "EAP-IG"
+ig_steps = 2
+n_examples = 12
+batch_size = 12
+device = "cpu"
+curve_points = 6
+n_boot = 100
+seed = 10000
+[toy]
+n_layer = 2
+n_head = 2
+n_embd = 32
+n_docs = 3000
+train_steps = 60
+sparsify_steps = 30
+n_heldout = 12
+n_eval_rows = 16
+[[panels]]
+title = "Greater Than"
+task = "greater-than"
+dense = { toy = "dense", label = "Toy GPT-2" }
+sparse = { toy = "sparse", label = "Sparse toy GPT-2" }
+[[panels]]
+title = "IOI Long"
+task = "ioi-long"
+task_options = { min_tokens = 30, max_tokens = 60 }
+dense = { toy = "dense" }
+sparse = { toy = "sparse" }
+"""
+
+
+def test_reduced_demo_end_to_end(tmp_path):
+    """The demo pipeline (toy world -> training -> sparsify -> attribution -> curves -> figures) on reduced settings."""
+    cfg = tmp_path / "reduced.toml"
+    cfg.write_text(REDUCED)
+    parse_config(cfg)
+    out, env = tmp_path / "out", {"SPARSE_CIRCUITS_CACHE": str(tmp_path / "cache")}
+    r = sc("run", cfg, "--out", out, "--quiet", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in ("figure.png", "figure.pdf", "heads.png", "results.csv", "summary.json"):
+        assert (out / f).stat().st_size > 0, f
+    s = json.loads((out / "summary.json").read_text())
+    assert [p["title"] for p in s["panels"]] == ["Greater Than", "IOI Long"]
+    for p in s["panels"]:
+        for v in ("dense", "sparse"):
+            assert 0 <= p["models"][v]["accuracy"] <= 1
+        assert "multiplier" in p["multiplier"]
+    assert 0 < s["toy"]["density"] <= 1 and s["toy"]["dense_loss"] > 0
+    assert "torch" in s["versions"]
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.unit) == {"edges", "heads"} and set(df.variant) == {"dense", "sparse"}
+    # the ends of every edge curve are the baselines: explained effect 0 with no edge, 1 with all edges
+    for _, t in df[df.unit == "edges"].groupby(["panel", "variant"]):
+        t = t.sort_values("k")
+        assert t.explained_effect.iloc[0] == pytest.approx(0, abs=1e-6)
+        assert t.explained_effect.iloc[-1] == pytest.approx(1, abs=1e-6)
+    # rerun: every panel is read back from OUT/panels, nothing recomputed
+    r2 = sc("run", cfg, "--out", out, "--quiet", env=env)
+    assert r2.returncode == 0
+    assert all(p.get("resumed") for p in json.loads((out / "summary.json").read_text())["panels"])
+    # plot from the saved table alone
+    (out / "figure.png").unlink()
+    r3 = sc("plot", out / "results.csv")
+    assert r3.returncode == 0 and (out / "figure.png").exists()
