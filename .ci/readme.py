@@ -21,7 +21,8 @@ def render(nb_path: Path) -> str:
         if cell["cell_type"] == "markdown":
             lines = src.split("\n")
             # nbdev's summary line "> ..." right under the title stays a quote, as nbdev renders it
-            parts.append("\n".join(lines))
+            # images live in nbs/images: the notebook links them relative to nbs/, the README from the root
+            parts.append("\n".join(lines).replace("](images/", "](nbs/images/"))
         elif cell["cell_type"] == "code":
             if any(l.strip().startswith("#| hide") for l in src.split("\n")):
                 continue

@@ -238,7 +238,7 @@ class ModelCache:
         self.models[key] = m
         return m
 
-# %% ../nbs/10_experiment.ipynb #49382c5f
+# %% ../nbs/10_experiment.ipynb #779dd640
 def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     "Curves, reach and multipliers of one panel: (tidy rows, summary)."
     summary, curves, head_curves, reaches, head_reaches = dict(title=panel.title, task=panel.task, models={}), {}, {}, {}, {}
@@ -251,39 +251,48 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         held_out = cache.held_out_fraction(spec, task)
         t0 = time.perf_counter(); perf = evaluate_task(model, task, panel.batch_size); times["task_eval"] = time.perf_counter() - t0
         g = Graph.from_model(model)
-        t0 = time.perf_counter()
-        attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                         remote=panel.remote or None, progress=progress)
-        times["attribution"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None)
-        c = curve(model, task, scores=attr, n_points=panel.curve_points, n_boot=panel.n_boot, seed=panel.seed,
-                  evaluator=ev, progress=progress)
-        reaches[variant] = edges_to_reach(c, panel.tau)
-        curves[variant] = c.table
-        times["edge_curve"] = time.perf_counter() - t0
         info = dict(name=_model_label(spec), spec=spec, n_edges=g.n_edges, n_heads=g.n_layers * g.n_heads,
-                    accuracy=perf["accuracy"], clean_metric=perf["clean"], corrupted_metric=perf["corrupted"],
-                    edges_to_reach=reaches[variant].edges, edges_reached=reaches[variant].reached)
+                    accuracy=perf["accuracy"], clean_metric=perf["clean"], corrupted_metric=perf["corrupted"])
         if held_out is not None: info["prompts_held_out"] = held_out
-        if panel.heads:
+        from sparse_circuits.evaluation import Reach
+        reaches[variant] = head_reaches[variant] = Reach(panel.tau, False, None)
+        try:
+            ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None)
+        except ValueError as e:  # the model does not tell clean from corrupted: no effect to explain
+            info["error"] = str(e)
+            warnings.warn(f"{panel.title} / {variant}: {e}")
+            ev = None
+        if ev is not None:
             t0 = time.perf_counter()
-            hc = head_curve(model, task, attr, n_boot=panel.n_boot, seed=panel.seed, evaluator=ev, progress=progress)
-            head_curves[variant] = hc.table
-            head_reaches[variant] = heads_to_reach(hc, panel.tau)
-            info.update(heads_to_reach=head_reaches[variant].edges, heads_reached=head_reaches[variant].reached)
-            times["head_curve"] = time.perf_counter() - t0
+            attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
+                             remote=panel.remote or None, progress=progress)
+            times["attribution"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            c = curve(model, task, scores=attr, n_points=panel.curve_points, n_boot=panel.n_boot, seed=panel.seed,
+                      evaluator=ev, progress=progress)
+            reaches[variant] = edges_to_reach(c, panel.tau)
+            curves[variant] = c.table
+            times["edge_curve"] = time.perf_counter() - t0
+            if panel.heads:
+                t0 = time.perf_counter()
+                hc = head_curve(model, task, attr, n_boot=panel.n_boot, seed=panel.seed, evaluator=ev, progress=progress)
+                head_curves[variant] = hc.table
+                head_reaches[variant] = heads_to_reach(hc, panel.tau)
+                times["head_curve"] = time.perf_counter() - t0
+        info.update(edges_to_reach=reaches[variant].edges, edges_reached=reaches[variant].reached)
+        if panel.heads: info.update(heads_to_reach=head_reaches[variant].edges, heads_reached=head_reaches[variant].reached)
         if is_sparse(model) and not panel.remote:
             info["attention_density"] = attention_density(model, next(task.batches(panel.batch_size))).overall
         info["seconds"] = {k: round(v, 2) for k, v in times.items()}
         summary["models"][variant] = info
-    labels = {v: summary["models"][v]["name"] for v in curves}
-    rows = [results_table(curves, panel.title, panel.task, labels, "edges")]
+    labels = {v: summary["models"][v]["name"] for v in summary["models"]}
+    rows = [results_table(curves, panel.title, panel.task, labels, "edges")] if curves else []
     summary["multiplier"] = multiplier(reaches["dense"], reaches["sparse"], panel.tau)
     if panel.heads:
-        rows.append(results_table(head_curves, panel.title, panel.task, labels, "heads"))
+        if head_curves: rows.append(results_table(head_curves, panel.title, panel.task, labels, "heads"))
         summary["heads_multiplier"] = multiplier(head_reaches["dense"], head_reaches["sparse"], panel.tau)
-    df = pd.concat(rows, ignore_index=True)
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["panel", "task", "variant", "model", "unit", "k",
+                                                                                "explained_effect", "ci_low", "ci_high"])
     df.insert(1, "panel_index", panel.index)
     return df, summary
 

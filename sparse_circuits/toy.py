@@ -53,7 +53,7 @@ def toy_tokenizer() -> PreTrainedTokenizerFast:
     tok.padding_side = "right"
     return tok
 
-# %% ../nbs/08_toy.ipynb #a36303a3
+# %% ../nbs/08_toy.ipynb #72f50024
 DOC_KINDS = ("greater-than", "ioi", "ioi-long", "docstring", "filler")
 
 def _gt_doc(rng):
@@ -96,29 +96,35 @@ def toy_documents(n_docs: int, seed: int = 0, mix: dict | None = None, exclude=(
         docs.append(d)
     return docs, rejected
 
-def pack(tokenizer, docs: list[str], seq_len: int) -> torch.Tensor:
-    "Token rows `[N, seq_len]`: documents joined by EOS, each row starting at a document start (the rest is dropped)."
+def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.Tensor:
+    """Token rows `[N, seq_len]` of the documents joined by EOS. `mode="stream"`: the stream is cut every `seq_len`
+    tokens, so documents start anywhere in a row; `mode="docs"`: every row starts at a document start."""
+    if mode not in ("stream", "docs"): raise ValueError(f"mode must be 'stream' or 'docs', got {mode!r}.")
     rows, cur = [], []
     for d in docs:
         cur += tokenizer(d, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        if len(cur) >= seq_len: rows.append(cur[:seq_len]); cur = []
+        while len(cur) >= seq_len:
+            rows.append(cur[:seq_len])
+            cur = cur[seq_len:] if mode == "stream" else []
     if not rows: raise ValueError(f"no row of {seq_len} tokens could be packed from {len(docs)} documents.")
     return torch.tensor(rows)
 
-# %% ../nbs/08_toy.ipynb #9c55efb4
+# %% ../nbs/08_toy.ipynb #f99b339f
 @dataclass
 class ToyConfig:
     "Recipe of the toy world: corpus, dense model, training, sparse post-training, held-out task prompts."
-    n_layer: int = 3
-    n_head: int = 4
+    n_layer: int = 4
+    n_head: int = 8
     n_embd: int = 64
+    dropout: float = 0.0
     seq_len: int = 64
+    packing: str = "docs"
     n_docs: int = 60_000
     mix: dict = field(default_factory=lambda: dict(zip(DOC_KINDS, (0.15, 0.3, 0.2, 0.25, 0.1))))
     train_steps: int = 4000
     lr: float = 3e-3
     batch_size: int = 32
-    sparsify_steps: int = 1500
+    sparsify_steps: int = 1000
     sparsify_lr: float = 1e-3
     slack: float = 0.03
     lambda_lr: float = 0.05
@@ -154,20 +160,25 @@ def toy_data(cfg: ToyConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     held = toy_tasks(cfg)
     exclude = {p for t in held.values() for p in t.clean + t.corrupted}
     docs, rejected = toy_documents(cfg.n_docs, cfg.seed, cfg.mix, exclude)
-    rows = pack(tok, docs, cfg.seq_len)
+    rows = pack(tok, docs, cfg.seq_len, cfg.packing)
     n_eval = cfg.n_eval_rows
     if len(rows) <= 2 * n_eval: raise ValueError(f"toy corpus too small: {len(rows)} rows for {n_eval} held-out rows; raise n_docs.")
     return rows[n_eval:], rows[:n_eval], dict(n_docs=len(docs), rejected_docs=rejected, rows=len(rows),
                                               train_tokens=int(rows[n_eval:].numel()))
 
-# %% ../nbs/08_toy.ipynb #9a46aa19
+# %% ../nbs/08_toy.ipynb #1019de91
 def _toy_gpt2(cfg: ToyConfig, vocab_size: int) -> GPT2LMHeadModel:
     gcfg = GPT2Config(vocab_size=vocab_size, n_positions=cfg.seq_len, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                      n_embd=cfg.n_embd, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, bos_token_id=0,
+                      n_embd=cfg.n_embd, attn_pdrop=cfg.dropout, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, bos_token_id=0,
                       eos_token_id=0)
     gcfg._attn_implementation = "eager"
     torch.manual_seed(cfg.seed)
     return GPT2LMHeadModel(gcfg)
+
+def _no_dropout(hf):
+    for m in hf.modules():
+        if isinstance(m, torch.nn.Dropout): m.p = 0.0
+    for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop"): setattr(hf.config, k, 0.0)
 
 def toy_models(cfg: ToyConfig | None = None, *, cache: bool = True, device="cpu", progress: bool = True,
                cache_root: Path | None = None) -> tuple:
@@ -184,6 +195,7 @@ def toy_models(cfg: ToyConfig | None = None, *, cache: bool = True, device="cpu"
         log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                        device=device, progress=progress)
         info["train_seconds"] = round(time.perf_counter() - t0, 1)
+        _no_dropout(dense)  # dropout is for training the dense model only
         info["dense_loss"] = eval_loss(dense, held_rows)
         sparse = copy.deepcopy(dense)
         t0 = time.perf_counter()
