@@ -22,7 +22,8 @@ from .sparse_attention import _hf, is_sparse, make_sparse, record_gates
 from .tasks import atomic_write
 
 # %% auto #0
-__all__ = ['step_batch', 'lm_loss', 'eval_loss', 'train_lm', 'repeat_corpus', 'SparsifyResult', 'sparsify', 'plot_sparsify_log']
+__all__ = ['DOCSTRING_PACKAGES', 'step_batch', 'lm_loss', 'eval_loss', 'docstring_corpus', 'train_lm', 'repeat_corpus',
+           'SparsifyResult', 'sparsify', 'plot_sparsify_log']
 
 # %% ../nbs/07_training.ipynb #207b7ad4
 def _check_data(data, name="data") -> torch.Tensor:
@@ -63,6 +64,44 @@ def eval_loss(model, data: torch.Tensor, batch_size: int = 32, teacher=None, dis
             tot += lm_loss(hf(ids).logits, ids, t, distill).item() * len(ids)
     finally: hf.train(was)
     return tot / len(data)
+
+# %% ../nbs/07_training.ipynb #8b050801
+DOCSTRING_PACKAGES = ("torch", "transformers", "pandas", "numpy", "matplotlib")
+
+def _docstrings(path: Path, min_chars: int) -> list[str]:
+    import ast
+    try: tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError): return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            d = ast.get_docstring(node)
+            if d and len(d) >= min_chars: out.append(d)
+    return out
+
+def docstring_corpus(tokenizer, seq_len: int = 64, packages=DOCSTRING_PACKAGES, max_files: int = 2000,
+                     eval_fraction: float = 0.05, min_chars: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    "(train rows, held-out rows, info): docstrings of installed `packages` as token rows `[N, seq_len]`, split by file."
+    import importlib.util, random
+    files = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations: continue
+        files += sorted(Path(list(spec.submodule_search_locations)[0]).rglob("*.py"))
+    if not files: raise ValueError(f"none of the packages {packages} is installed; pass packages= that are.")
+    random.Random(seed).shuffle(files)
+    files = files[:max_files]
+    n_eval = max(1, int(len(files) * eval_fraction))
+    def rows(fs):
+        ids = []
+        for f in fs:
+            for d in _docstrings(f, min_chars):
+                ids += tokenizer(d, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        n = len(ids) // seq_len
+        return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    train, held = rows(files[n_eval:]), rows(files[:n_eval])
+    return train, held, dict(packages=list(packages), files=len(files), eval_files=n_eval, train_rows=len(train),
+                             eval_rows=len(held), seq_len=seq_len)
 
 # %% ../nbs/07_training.ipynb #720ee06c
 def _lr_at(step, steps, lr, warmup):

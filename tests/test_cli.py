@@ -30,7 +30,7 @@ def test_shipped_demo_config_is_the_builtin_one():
     assert (ROOT / "configs" / "demo.toml").read_text() == DEMO_CONFIG
 
 
-@pytest.mark.parametrize("name", ["paper.toml", "demo.toml"])
+@pytest.mark.parametrize("name", ["paper.toml", "demo.toml", "smollm2.toml"])
 def test_dry_run_of_shipped_configs(name):
     out = sc("run", ROOT / "configs" / name, "--dry-run")
     assert out.returncode == 0, out.stderr
