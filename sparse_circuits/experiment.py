@@ -193,7 +193,7 @@ dense = { toy = "dense", label = "Toy GPT-2" }
 sparse = { toy = "sparse", label = "Sparse toy GPT-2" }
 '''
 
-# %% ../nbs/10_experiment.ipynb #ec30065c
+# %% ../nbs/10_experiment.ipynb #f3f1cbf6
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 def _model_label(spec) -> str:
@@ -220,15 +220,17 @@ class ModelCache:
         return frac
 
     def get(self, spec: dict, panel: Panel):
+        if "toy" in spec:  # one training run makes both toy models: keep both
+            key = ("toy", spec["toy"], panel.device)
+            if key not in self.models:
+                from sparse_circuits.toy import ToyConfig, toy_models
+                dense, sparse, self.toy_info = toy_models(ToyConfig.from_dict(self.toy_cfg), device=panel.device, progress=self.progress)
+                self.models[("toy", "dense", panel.device)], self.models[("toy", "sparse", panel.device)] = dense, sparse
+            return self.models[key]
         key = json.dumps({k: v for k, v in spec.items() if k != "label"}, sort_keys=True) + panel.device
         if key in self.models: return self.models[key]
         dtype = _DTYPES[spec.get("dtype", panel.dtype)]
         remote = spec.get("remote", panel.remote)
-        if "toy" in spec:
-            from sparse_circuits.toy import ToyConfig, toy_models
-            dense, sparse, self.toy_info = toy_models(ToyConfig.from_dict(self.toy_cfg), device=panel.device, progress=self.progress)
-            self.models[key.replace('"sparse"', '"dense"')], self.models[key.replace('"dense"', '"sparse"')] = dense, sparse
-            return self.models[key]
         if "hub" in spec: m = load_model(spec["hub"], device=panel.device, dtype=dtype, remote=remote)
         elif "path" in spec: m = load_model(str(Path(spec["path"]).expanduser()), device=panel.device, dtype=dtype, remote=remote)
         elif "nanogpt" in spec:
