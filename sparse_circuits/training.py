@@ -20,8 +20,8 @@ from .sparse_attention import _hf, is_sparse, make_sparse, record_gates
 from .tasks import atomic_write
 
 # %% auto #0
-__all__ = ['DOCSTRING_PACKAGES', 'step_batch', 'lm_loss', 'eval_loss', 'docstring_corpus', 'train_lm', 'repeat_corpus',
-           'SparsifyResult', 'sparsify', 'plot_sparsify_log']
+__all__ = ['DOCSTRING_PACKAGES', 'STORY_PROMPTS', 'step_batch', 'lm_loss', 'eval_loss', 'docstring_corpus', 'sample_corpus',
+           'train_lm', 'repeat_corpus', 'SparsifyResult', 'sparsify', 'plot_sparsify_log']
 
 # %% ../nbs/07_training.ipynb #207b7ad4
 def _check_data(data, name="data") -> torch.Tensor:
@@ -100,6 +100,39 @@ def docstring_corpus(tokenizer, seq_len: int = 64, packages=DOCSTRING_PACKAGES, 
     train, held = rows(files[n_eval:]), rows(files[:n_eval])
     return train, held, dict(packages=list(packages), files=len(files), eval_files=n_eval, train_rows=len(train),
                              eval_rows=len(held), seq_len=seq_len)
+
+# %% ../nbs/07_training.ipynb #da2bfe29
+STORY_PROMPTS = (
+    "Once upon a time,", "Yesterday, Mary and John went to the", "When Sarah arrived at the station,",
+    "The teacher told the class that", "After lunch, David gave a book to", "Dear Tom,",
+    "In the morning, Anna and Michael", "The story begins in a small town where", "Emma called her friend",
+    "At the party, James and Lisa", "The old man looked at the", "Last week, our team")
+
+def sample_corpus(model, tokenizer, n_rows: int, seq_len: int = 64, prompts=STORY_PROMPTS, temperature: float = 1.0,
+                  top_p: float = 0.95, batch_size: int = 32, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """Token rows `[n_rows, seq_len]` sampled from `model` (transformers or nnsight-wrapped): each row is one of
+    `prompts` (in turn, one per batch) followed by sampled tokens up to `seq_len`. Deterministic for `seed`."""
+    hf = _hf(model)
+    if n_rows < 1: raise ValueError(f"n_rows must be >= 1, got {n_rows}.")
+    if not prompts: raise ValueError("prompts is empty: pass at least one opening to continue.")
+    dev = next(hf.parameters()).device
+    was_training = hf.training
+    hf.eval()
+    rows, starts = [], range(0, n_rows, batch_size)
+    for b, start in enumerate(tqdm(starts, desc="sample", disable=not progress)):
+        p = tokenizer(prompts[b % len(prompts)], add_special_tokens=False).input_ids
+        if len(p) >= seq_len:
+            raise ValueError(f"prompt {prompts[b % len(prompts)]!r} has {len(p)} tokens; seq_len={seq_len} must be longer.")
+        n, new = min(batch_size, n_rows - start), seq_len - len(p)
+        ids = torch.tensor([p] * n, device=dev)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+            torch.manual_seed(seed * 1_000_003 + b)
+            out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+                              top_p=top_p, top_k=0, max_new_tokens=new, min_new_tokens=new,
+                              pad_token_id=tokenizer.eos_token_id)
+        rows.append(out[:, :seq_len].cpu())
+    hf.train(was_training)
+    return torch.cat(rows)
 
 # %% ../nbs/07_training.ipynb #720ee06c
 def _lr_at(step, steps, lr, warmup):
