@@ -9,7 +9,8 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -21,33 +22,39 @@ from .graph import Adapter, Graph, adapter_for, head_writes, norm_forward
 from .tasks import METRICS, Task, atomic_write
 
 # %% auto #0
-__all__ = ['heads_to_reach', 'Evaluator', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve', 'Reach',
-           'edges_to_reach', 'multiplier', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd', 'versions',
-           'save_results']
+__all__ = ['SPARSE_PLAN_DENSITY', 'heads_to_reach', 'Evaluator', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve',
+           'curve', 'Reach', 'edges_to_reach', 'multiplier', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd',
+           'versions', 'save_results']
 
 # %% ../nbs/05_evaluation.ipynb #2124370b
-def _layer_plan(keep: torch.Tensor, U: int, rs) -> tuple | None:
+SPARSE_PLAN_DENSITY = 0.1  # plans whose matrix is at most this dense use a sparse (CSR) product
+
+def _layer_plan(keep: torch.Tensor, U: int, rs, sparse: bool = True) -> tuple | None:
     """How to build the inputs of receivers `rs` (upstream senders `:U`): None (untouched), or (mode, senders,
     active receivers, matrix): every receiver reads `base` (the corrupted residual in mode 'kept', the current one in
-    'notkept'), and the `active` ones add `matrix @ (difference of the senders' activations)`."""
+    'notkept'), and the `active` ones add (mode 'kept') or subtract (mode 'notkept') `matrix @ diff[:U]`, where
+    `diff` holds each sender's current minus corrupted activation. The matrix `[n_active, U]` is stored sparse (CSR)
+    when few of its entries are set: a receiver that misses three edges then costs three row additions, not `U`."""
     k = keep[:U, rs]
     if k.dim() == 1: k = k[:, None]
     if bool(k.all()): return None
     kept = k.any(1).nonzero().flatten()
     notkept = (~k).any(1).nonzero().flatten()
-    if len(kept) <= len(notkept):  # x = resid_corrupt + sum_kept (current - corrupt)
-        mode, idx, M = "kept", kept, k[kept].T
-    else:                          # x = resid + sum_notkept (corrupt - current)
-        mode, idx, M = "notkept", notkept, (~k[notkept]).T
+    if len(kept) <= len(notkept): mode, idx, M = "kept", kept, k.T
+    else:                         mode, idx, M = "notkept", notkept, (~k).T
     active = M.any(1).nonzero().flatten()
-    return (mode, idx, active, M[active].float())
+    M = M[active].float()
+    if sparse and M.numel() and M.count_nonzero() <= SPARSE_PLAN_DENSITY * M.numel():
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long-standing
+            warnings.simplefilter("ignore"); M = M.to_sparse_csr()
+    return (mode, idx, active, M)
 
-def _plans(g: Graph, keep: torch.Tensor) -> list:
+def _plans(g: Graph, keep: torch.Tensor, sparse: bool = True) -> list:
     "Per layer (attn, mlp) plans and the logits plan for a keep mask."
     keep = keep & g.valid
-    out = [(_layer_plan(keep, g.senders_before_attn(l), g.attn_receivers(l)),
-            _layer_plan(keep, g.senders_before_mlp(l), g.mlp_receiver(l))) for l in range(g.n_layers)]
-    return out + [_layer_plan(keep, g.n_senders, g.logits_receiver)]
+    out = [(_layer_plan(keep, g.senders_before_attn(l), g.attn_receivers(l), sparse),
+            _layer_plan(keep, g.senders_before_mlp(l), g.mlp_receiver(l), sparse)) for l in range(g.n_layers)]
+    return out + [_layer_plan(keep, g.n_senders, g.logits_receiver, sparse)]
 
 def _needed_senders(g: Graph, plans) -> torch.Tensor:
     "Bool [n_senders]: senders whose current activation some plan reads."
@@ -56,12 +63,12 @@ def _needed_senders(g: Graph, plans) -> torch.Tensor:
         if p is not None and len(p[2]): need[p[1]] = True
     return need
 
-def _active_inputs(plan, base, cur, corr):
+def _active_inputs(plan, base, diff):
     "Inputs [n_active, b, s, d] (float32) of a plan's active receivers."
     mode, idx, active, M = plan
-    idx, M = idx.to(base.device), M.to(base.device)
-    D = (cur[idx] - corr[idx]) if mode == "kept" else (corr[idx] - cur[idx])
-    return torch.addmm(base.reshape(1, -1), M, D).view(M.shape[0], *base.shape)
+    M = M.to(base.device)
+    X = torch.addmm(base.reshape(1, -1).expand(M.shape[0], -1), M, diff[:M.shape[1]], alpha=1 if mode == "kept" else -1)
+    return X.view(M.shape[0], *base.shape)
 
 # %% ../nbs/05_evaluation.ipynb #0ce06508
 def _corrupted_reads(model, a: Adapter):
@@ -80,11 +87,12 @@ def _corrupted_reads(model, a: Adapter):
 def _patched_run(model, a: Adapter, g: Graph, plans, need, corr, resids_corr):
     """Inside a trace of the clean input: patch every receiver as `plans` say. In mode 'kept' the block's norm
     reads the corrupted residual (so the model's own projection serves every receiver with no kept edge); active
-    receivers get their own normed input and projection slice, written over the projection's output."""
+    receivers get their own normed input and projection slice, written over the projection's output. `diff` holds
+    current minus corrupted activations of the senders some plan reads (zero elsewhere)."""
     blocks = a.blocks(model)
-    cur = torch.empty_like(corr) if bool(need.any()) else None
+    diff = torch.zeros_like(corr) if bool(need.any()) else None
     emb = a.embed(model).output
-    if need[0]: cur[0] = emb.detach().float().reshape(-1)
+    if need[0]: diff[0] = emb.detach().float().reshape(-1) - corr[0]
     H, G = a.n_heads, a.n_kv_heads
     for l in range(a.n_layers):
         blk = blocks[l]
@@ -96,11 +104,12 @@ def _patched_run(model, a: Adapter, g: Graph, plans, need, corr, resids_corr):
             if p_attn[0] == "kept": norm.input = base.to(resid.dtype)
             active = p_attn[2]
             if len(active):
-                X = _active_inputs(p_attn, base, cur, corr)
+                X = _active_inputs(p_attn, base, diff)
                 N = norm_forward(X, a.norm_params(norm), a.norm_kind)
                 Wq, bq, Wk, bk, Wv, bv = a.qkv_weights(blk)
-                W = torch.cat([Wq, Wk, Wv])[active.to(X.device)].float()
-                bias = None if bq is None else torch.cat([bq, bk, bv])[active.to(X.device)].float()
+                sel = [active[(active >= lo) & (active < hi)] - lo for lo, hi in ((0, H), (H, H + G), (H + G, H + 2 * G))]
+                W = torch.cat([w[j.to(w.device)] for w, j in zip((Wq, Wk, Wv), sel)]).float()   # active slices only
+                bias = None if bq is None else torch.cat([b_[j.to(b_.device)] for b_, j in zip((bq, bk, bv), sel)]).float()
                 P = torch.einsum("rbsd,rde->rbse", N, W) + (0 if bias is None else bias[:, None, None, :])
                 mods, act = a.qkv_modules(blk), active.tolist()
                 def overwrite(q, k, v):  # active receivers' slices of the projection outputs
@@ -119,27 +128,30 @@ def _patched_run(model, a: Adapter, g: Graph, plans, need, corr, resids_corr):
                         mod.output = t.flatten(-2)
         s0 = g.head_sender(l, 0)
         if bool(need[s0:s0 + H].any()):
-            cur[s0:s0 + H] = head_writes(a, blk)
+            diff[s0:s0 + H] = head_writes(a, blk) - corr[s0:s0 + H]
         if p_mlp is not None:
             norm = a.mlp_norm(blk)
             resid = norm.input
             base = resids_corr[2 * l + 1] if p_mlp[0] == "kept" else resid.float()
-            X = _active_inputs(p_mlp, base, cur, corr)[0] if len(p_mlp[2]) else base
+            X = _active_inputs(p_mlp, base, diff)[0] if len(p_mlp[2]) else base
             norm.input = X.to(resid.dtype)
-        if need[g.mlp_sender(l)]: cur[g.mlp_sender(l)] = a.mlp(blk).output.detach().float().reshape(-1)
+        u = g.mlp_sender(l)
+        if need[u]: diff[u] = a.mlp(blk).output.detach().float().reshape(-1) - corr[u]
     if plans[-1] is not None:
         norm = a.final_norm(model)
         resid = norm.input
         base = resids_corr[-1] if plans[-1][0] == "kept" else resid.float()
-        X = _active_inputs(plans[-1], base, cur, corr)[0] if len(plans[-1][2]) else base
+        X = _active_inputs(plans[-1], base, diff)[0] if len(plans[-1][2]) else base
         norm.input = X.to(resid.dtype)
     return model.output.logits
 
 # %% ../nbs/05_evaluation.ipynb #2f6f3ec2
 class Evaluator:
-    "Per-example metrics of circuits of `model` on `task`: one patched forward per circuit and batch."
+    """Per-example metrics of circuits of `model` on `task`: one patched forward per circuit and batch. The task
+    metrics read the logits at the answer positions only, so every run asks the model for those positions' logits
+    alone (`logits_to_keep`); pass `answer_logits_only=False` for a metric that reads other positions."""
     def __init__(self, model, task: Task, graph: Graph | None = None, batch_size: int = 16, remote=None,
-                 cache_corrupted: bool = True):
+                 cache_corrupted: bool = True, answer_logits_only: bool = True):
         self.model, self.task, self.batch_size = model, task, batch_size
         self.adapter = adapter_for(model)
         self.graph = graph or Graph.from_model(model)
@@ -147,6 +159,7 @@ class Evaluator:
         self.device = _device_of(model) if self.remote is not True else torch.device("cpu")
         self.metric_fn = METRICS[task.name]
         self.batches = list(task.batches(batch_size, device=self.device))
+        self._kw = [self._trace_kwargs(b, answer_logits_only) for b in self.batches]
         self.cache_corrupted = cache_corrupted and not self.remote
         self._cache = {}
         self.n_forward = 0
@@ -156,16 +169,25 @@ class Evaluator:
                              f"{self.corrupted.mean().item():.6g}): the explained effect is undefined for this task "
                              "and model (the model does not distinguish them).")
 
+    @staticmethod
+    def _trace_kwargs(b, answer_logits_only: bool) -> tuple[dict, object]:
+        "(forward kwargs, batch for the metric): logits only at the batch's answer positions, which are renumbered."
+        if not answer_logits_only: return dict(attention_mask=b.attention_mask), b
+        pos = torch.unique(b.answer_pos)                                   # sorted
+        return (dict(attention_mask=b.attention_mask, logits_to_keep=pos),
+                replace(b, answer_pos=torch.searchsorted(pos, b.answer_pos)))
+
     def _baselines(self):
         clean, corrupt = [], []
         m, a = self.model, self.adapter
         for i, b in enumerate(self.batches):
+            kw, mb = self._kw[i]
             with torch.no_grad(), m.session(remote=self.remote):
-                with m.trace(b.clean, attention_mask=b.attention_mask):
-                    mc = self.metric_fn(m.output.logits, b).float().save()
-                with m.trace(b.corrupted, attention_mask=b.attention_mask):
+                with m.trace(b.clean, **kw):
+                    mc = self.metric_fn(m.output.logits, mb).float().save()
+                with m.trace(b.corrupted, **kw):
                     corr, resids = _corrupted_reads(m, a)
-                    mk = self.metric_fn(m.output.logits, b).float().save()
+                    mk = self.metric_fn(m.output.logits, mb).float().save()
                     if self.cache_corrupted: corr, resids = corr.save(), resids.save()
             self.n_forward += 2
             if self.cache_corrupted: self._cache[i] = (corr, resids)
@@ -175,23 +197,24 @@ class Evaluator:
     def metrics(self, keeps: list[torch.Tensor]) -> torch.Tensor:
         "Per-example metric `[len(keeps), n_examples]` with only each keep mask's edges clean."
         for keep in keeps: self.check(keep)
-        all_plans = [_plans(self.graph, keep.cpu()) for keep in keeps]
+        all_plans = [_plans(self.graph, keep.cpu(), sparse=not self.remote) for keep in keeps]
         all_need = [_needed_senders(self.graph, p) for p in all_plans]
         out = torch.empty(len(keeps), len(self.task))
         m, a, g = self.model, self.adapter, self.graph
         for i, b in enumerate(self.batches):
             rows = slice(int(b.index[0]), int(b.index[-1]) + 1)
+            kw, mb = self._kw[i]
             with torch.no_grad(), m.session(remote=self.remote):
                 if self.cache_corrupted:
                     corr, resids = self._cache[i]
                 else:
-                    with m.trace(b.corrupted, attention_mask=b.attention_mask):
+                    with m.trace(b.corrupted, **kw):
                         corr, resids = _corrupted_reads(m, a)
                 results = []
                 for plans, need in zip(all_plans, all_need):
-                    with m.trace(b.clean, attention_mask=b.attention_mask):
+                    with m.trace(b.clean, **kw):
                         logits = _patched_run(m, a, g, plans, need, corr, resids)
-                        results.append(self.metric_fn(logits, b).float())
+                        results.append(self.metric_fn(logits, mb).float())
                 res = torch.stack(results).save()
             self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)
             out[:, rows] = res.cpu()
