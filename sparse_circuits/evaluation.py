@@ -393,12 +393,13 @@ def head_circuit(attr: Attribution, h: int) -> torch.Tensor:
     return g.valid & send_ok[:, None] & recv_ok[None, :]
 
 def head_curve(model, task: Task, scores: Attribution, hs=None, batch_size: int = 16, n_boot: int = 1000,
-               seed: int = 0, remote=None, evaluator: Evaluator | None = None, progress: bool = True) -> Curve:
-    "Explained effect against the number of heads kept (every h from 0 to all heads by default, or `hs`)."
+               seed: int = 0, remote=None, evaluator: Evaluator | None = None, progress: bool = True,
+               n_points: int = 48) -> Curve:
+    "Explained effect against the number of heads kept: `hs`, or about `n_points` evenly spaced h from 0 to all heads."
     ev = evaluator or Evaluator(model, task, scores.graph, batch_size=batch_size, remote=remote)
     g = ev.graph
     n_heads = g.n_layers * g.n_heads
-    hs = list(hs) if hs is not None else list(range(0, n_heads + 1, max(1, n_heads // 48)))
+    hs = list(hs) if hs is not None else list(range(0, n_heads + 1, max(1, n_heads // n_points)))
     if hs[-1] != n_heads: hs.append(n_heads)
     metrics = torch.stack([ev.metrics([head_circuit(scores, h)])[0]
                            for h in tqdm(hs, desc=f"heads {task.name}", disable=not progress)])

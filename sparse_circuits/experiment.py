@@ -36,10 +36,10 @@ __all__ = ['PANEL_FIELDS', 'DEFAULTS', 'MODEL_KINDS', 'MODEL_EXTRA', 'DEMO_CONFI
 
 # %% ../nbs/10_experiment.ipynb #0b9700af
 PANEL_FIELDS = dict(title=str, task=str, dense=dict, sparse=dict, method=str, ig_steps=int, n_examples=int,
-                    batch_size=int, device=str, remote=bool, tau=float, curve_points=int, heads=bool, n_boot=int,
+                    batch_size=int, device=str, remote=bool, tau=float, curve_points=int, heads=bool, head_points=int, n_boot=int,
                     task_options=dict, seed=int, dtype=str)
 DEFAULTS = dict(method="EAP-IG", ig_steps=5, n_examples=100, batch_size=16, device="auto", remote=False, tau=0.9,
-                curve_points=24, heads=True, n_boot=1000, task_options={}, seed=0, dtype="float32")
+                curve_points=24, heads=True, head_points=48, n_boot=1000, task_options={}, seed=0, dtype="float32")
 MODEL_KINDS = ("hub", "path", "nanogpt", "toy", "smollm2")
 MODEL_EXTRA = ("label", "dtype", "remote", "gate_bias", "n_head")
 
@@ -63,6 +63,7 @@ class Panel:
     tau: float
     curve_points: int
     heads: bool
+    head_points: int
     n_boot: int
     task_options: dict
     seed: int
@@ -137,7 +138,7 @@ def parse_config(source) -> FigureConfig:
         if f["task"] not in TASKS: raise ConfigError(f"{where}.task: unknown task {f['task']!r}; known: {sorted(TASKS)}.")
         if f["method"] not in ("EAP", "EAP-IG"): raise ConfigError(f"{where}.method: expected \"EAP\" or \"EAP-IG\", got {f['method']!r}.")
         if not 0 < f["tau"] <= 1: raise ConfigError(f"{where}.tau: must be in (0, 1], got {f['tau']}.")
-        for k in ("ig_steps", "n_examples", "batch_size", "curve_points"):
+        for k in ("ig_steps", "n_examples", "batch_size", "curve_points", "head_points"):
             if f[k] < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {f[k]}.")
         f["dense"], f["sparse"] = _check_model(f["dense"], where + ".dense"), _check_model(f["sparse"], where + ".sparse")
         panels.append(Panel(index=i, **f))
@@ -278,7 +279,8 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
             times["edge_curve"] = time.perf_counter() - t0
             if panel.heads:
                 t0 = time.perf_counter()
-                hc = head_curve(model, task, attr, n_boot=panel.n_boot, seed=panel.seed, evaluator=ev, progress=progress)
+                hc = head_curve(model, task, attr, n_boot=panel.n_boot, seed=panel.seed, evaluator=ev, progress=progress,
+                                n_points=panel.head_points)
                 head_curves[variant] = hc.table
                 head_reaches[variant] = heads_to_reach(hc, panel.tau)
                 times["head_curve"] = time.perf_counter() - t0
@@ -360,7 +362,7 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64) -> dict:
         per_pass_attr = (panel.ig_steps + 2) if panel.method == "EAP-IG" else 3
         n_heads = s["n_layers"] * s["n_heads"]
         curve_fwd = (panel.curve_points + 8 + 2) * n_batches
-        head_fwd = (len(range(0, n_heads + 1, max(1, n_heads // 48))) + 1) * n_batches if panel.heads else 0
+        head_fwd = (len(range(0, n_heads + 1, max(1, n_heads // panel.head_points))) + 1) * n_batches if panel.heads else 0
         act = panel.batch_size * seq_len * (g.n_senders + g.n_receivers) * s["d_model"] * 4 * 2
         out[variant] = dict(n_edges=g.n_edges, n_heads=n_heads, n_senders=g.n_senders, n_receivers=g.n_receivers,
                             attribution_passes=per_pass_attr * n_batches, curve_forwards=curve_fwd, head_forwards=head_fwd,
