@@ -32,7 +32,8 @@ from .tasks import TASKS, atomic_write, evaluate_task, make_task
 
 # %% auto #0
 __all__ = ['PANEL_FIELDS', 'DEFAULTS', 'MODEL_KINDS', 'MODEL_EXTRA', 'DEMO_CONFIG', 'KNOWN_CONFIGS', 'ConfigError', 'Panel',
-           'FigureConfig', 'parse_config', 'ModelCache', 'run_panel', 'estimate_panel', 'dry_run', 'run']
+           'FigureConfig', 'parse_config', 'ModelCache', 'run_panel', 'estimate_panel', 'dry_run', 'run',
+           'summary_table']
 
 # %% ../nbs/10_experiment.ipynb #0b9700af
 PANEL_FIELDS = dict(title=str, task=str, dense=dict, sparse=dict, method=str, ig_steps=int, n_examples=int,
@@ -421,3 +422,17 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
         summary["figures"] = {k: str(v) for k, v in plot_results(results, out, cfg.tau, reach).items()}
     _write_json(out / "summary.json", summary)
     return summary
+
+# %% ../nbs/10_experiment.ipynb #9708c639
+def summary_table(summary: dict) -> pd.DataFrame:
+    "Per panel and model (rows): accuracy, edges/heads to reach tau, multipliers, density, seconds, peak memory."
+    rows = []
+    for p in summary["panels"]:
+        for variant, m in p["models"].items():
+            rows.append(dict(panel=p["title"], variant=variant, model=m["name"], accuracy=m.get("accuracy"),
+                             n_edges=m.get("n_edges"), edges_to_reach=m.get("edges_to_reach"),
+                             edges_multiplier=p["multiplier"]["multiplier"], heads_to_reach=m.get("heads_to_reach"),
+                             heads_multiplier=p.get("heads_multiplier", {}).get("multiplier"),
+                             attention_density=m.get("attention_density", 1.0 if variant == "dense" else None),
+                             **{f"{k}_s": v for k, v in m.get("seconds", {}).items()}, peak_rss_gb=m.get("peak_rss_gb")))
+    return pd.DataFrame(rows)
