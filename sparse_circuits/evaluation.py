@@ -397,6 +397,7 @@ def head_curve(model, task: Task, scores: Attribution, hs=None, batch_size: int 
                seed: int = 0, remote=None, evaluator: Evaluator | None = None, progress: bool = True,
                n_points: int = 48) -> Curve:
     "Explained effect against the number of heads kept: `hs`, or about `n_points` evenly spaced h from 0 to all heads."
+    if hs is None and n_points < 1: raise ValueError(f"n_points must be >= 1 (head counts to evaluate), got {n_points}.")
     ev = evaluator or Evaluator(model, task, scores.graph, batch_size=batch_size, remote=remote)
     g = ev.graph
     n_heads = g.n_layers * g.n_heads
