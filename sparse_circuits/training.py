@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,22 +47,29 @@ def lm_loss(logits: torch.Tensor, ids: torch.Tensor, teacher_logits: torch.Tenso
         loss = (1 - distill) * loss + distill * -(soft * F.log_softmax(lg, -1)).sum(-1).mean()
     return loss
 
-@torch.no_grad()
 def eval_loss(model, data: torch.Tensor, batch_size: int = 32, teacher=None, distill: float = 0.0) -> float:
     "Mean `lm_loss` of `model` (evaluation mode: thresholded gates) over every row of `data`."
+    return _evaluate(model, _check_data(data, "eval data"), batch_size, teacher, distill)["objective"]
+
+@torch.no_grad()
+def _evaluate(model, data: torch.Tensor, batch_size: int = 32, teacher=None, distill: float = 0.0) -> dict:
+    "Evaluation mode over every row of `data`: plain LM `loss`, the `objective` (`lm_loss` with the distill mix), `kept` fraction of causal pairs."
     hf = _hf(model)
-    data = _check_data(data, "eval data")
     dev = next(hf.parameters()).device
     was = hf.training
     hf.eval()
+    tot, obj, kept, pairs = 0.0, 0.0, 0.0, 0.0
     try:
-        tot = 0.0
         for i in range(0, len(data), batch_size):
             ids = data[i:i + batch_size].to(dev)
             t = _hf(teacher)(ids).logits if teacher is not None else None
-            tot += lm_loss(hf(ids).logits, ids, t, distill).item() * len(ids)
+            with record_gates() as rec: logits = hf(ids).logits
+            tot += lm_loss(logits, ids).item() * len(ids)
+            obj += lm_loss(logits, ids, t, distill).item() * len(ids)
+            if rec.layers: kept, pairs = kept + rec.stacked("kept").sum().item(), pairs + rec.stacked("pairs").sum().item()
     finally: hf.train(was)
-    return tot / len(data)
+    return dict(loss=tot / len(data), objective=obj / len(data), kept=kept / pairs if pairs else float("nan"))
+
 
 # %% ../nbs/07_training.ipynb #8b050801
 DOCSTRING_PACKAGES = ("torch", "transformers", "pandas", "numpy", "matplotlib")
@@ -189,26 +197,42 @@ def _save_checkpoint(dir_, state):
     dir_ = Path(dir_); dir_.mkdir(parents=True, exist_ok=True)
     atomic_write(dir_ / _CKPT, lambda f: torch.save(state, f), mode="wb")
 
+def _check_sparsify_args(steps, distill, slack, constrain_on, keep_best, eval_data, eval_every):
+    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}.")
+    if not 0 <= distill <= 1: raise ValueError(f"distill must be in [0, 1], got {distill}.")
+    if slack < 0: raise ValueError(f"slack must be >= 0 (a relative tolerance on the loss), got {slack}.")
+    if constrain_on not in ("train", "eval"):
+        raise ValueError(f"constrain_on must be 'train' (the batch loss, sampled gates) or 'eval' (the loss on "
+                         f"eval_data, thresholded gates), got {constrain_on!r}.")
+    needs = [n for n, on in (("constrain_on='eval'", constrain_on == "eval"), ("keep_best=True", keep_best)) if on]
+    if needs and (eval_data is None or eval_every < 1):
+        raise ValueError(f"{' and '.join(needs)} measure the held-out loss: pass eval_data= (token ids) and "
+                         f"eval_every= (steps between measurements, >= 1); got eval_data={'set' if eval_data is not None else None}, "
+                         f"eval_every={eval_every}.")
+
 def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, slack: float = 0.03,
              eval_data: torch.Tensor | None = None, steps: int = 500, lr: float = 1e-3, batch_size: int = 32,
              gate_bias: float | None = None, distill: float = 0.0, lambda_init: float = 1.0, lambda_lr: float = 0.1,
              ema: float = 0.9, lambda_bounds=(1e-3, 1e4), warmup: int = 20, seed: int = 0, device="auto",
              checkpoint_dir=None, checkpoint_every: int = 100, resume: bool = True, progress: bool = True,
-             eval_every: int = 0, callback=None) -> SparsifyResult:
+             eval_every: int = 0, constrain_on: str = "train", keep_best: bool = False, callback=None) -> SparsifyResult:
     """GECO sparse post-training of `model` (transformers or nnsight-wrapped), in place: minimise the expected fraction
     of causal pairs kept subject to LM loss <= target * (1 + slack). Target defaults to the dense model's loss on
-    `eval_data` (or `data`). `distill` in [0, 1] mixes in cross-entropy to the dense model's predictions."""
+    `eval_data` (or `data`). `distill` in [0, 1] mixes in cross-entropy to the dense model's predictions.
+    `constrain_on='eval'` drives the multiplier by the loss on `eval_data` (thresholded gates, measured every
+    `eval_every` steps) instead of the batch loss (sampled gates); `keep_best` returns the measured state with the
+    fewest pairs kept among those within the bound."""
     hf = _hf(model)
     data = _check_data(data)
     eval_data = _check_data(eval_data, "eval_data") if eval_data is not None else None
-    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}.")
-    if not 0 <= distill <= 1: raise ValueError(f"distill must be in [0, 1], got {distill}.")
-    if slack < 0: raise ValueError(f"slack must be >= 0 (a relative tolerance on the loss), got {slack}.")
+    _check_sparsify_args(steps, distill, slack, constrain_on, keep_best, eval_data, eval_every)
     dev = resolve_device(device)
     hf.to(dev)
     ckpt = Path(checkpoint_dir) / _CKPT if checkpoint_dir is not None else None
     state = torch.load(ckpt, map_location=dev, weights_only=False) if ckpt is not None and resume and ckpt.exists() else None
     teacher = copy.deepcopy(hf).eval() if distill > 0 else None   # the dense model, before any change
+    if teacher is not None: teacher.set_attn_implementation("eager")
+    measure = lambda: _evaluate(hf, eval_data, teacher=teacher, distill=distill)   # thresholded gates
     dense_eval = None
     if state is None:
         if is_sparse(hf) and target_loss is None:
@@ -219,15 +243,15 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
         if not is_sparse(hf) or gate_bias is not None:
             make_sparse(hf, 0.0 if gate_bias is None else gate_bias)
         state = dict(step=0, lam=lambda_init, c_ema=0.0, rows=[], target=float(target_loss), dense_eval=dense_eval,
-                     opt=None, gate_bias=hf.config.sparse_gate_bias)
+                     opt=None, gate_bias=hf.config.sparse_gate_bias, best=None)
+        if constrain_on == "eval": state["c_ema"] = measure()["objective"] - state["target"] * (1 + slack)
     else:
         make_sparse(hf, state["gate_bias"])
         hf.load_state_dict(state["model"])
-    if teacher is not None: teacher.set_attn_implementation("eager")
     bound = state["target"] * (1 + slack)
     opt = torch.optim.AdamW(hf.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     if state["opt"] is not None: opt.load_state_dict(state["opt"])
-    lam, c_ema, rows = state["lam"], state["c_ema"], list(state["rows"])
+    lam, c_ema, rows, best = state["lam"], state["c_ema"], list(state["rows"]), state.get("best")
     hf.train()
     bar = tqdm(range(state["step"], steps), initial=state["step"], total=steps, desc="sparsify", disable=not progress)
     for step in bar:
@@ -241,50 +265,63 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
             logits = hf(ids).logits
         loss = lm_loss(logits, ids, t_logits, distill)
         penalty = rec.expected_kept_fraction()
-        constraint = loss - bound
-        obj = penalty + lam * constraint
+        obj = penalty + lam * (loss - bound)
         opt.zero_grad(set_to_none=True)
         obj.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()
-        c = constraint.item()
-        c_ema = c if step == 0 else ema * c_ema + (1 - ema) * c
+        done = step + 1
+        row = dict(step=step, loss=loss.item(), constraint=loss.item() - bound)
+        if eval_every and eval_data is not None and done % eval_every == 0:
+            m = measure()
+            hf.train()
+            row.update(eval_loss=m["loss"], eval_constraint=m["objective"] - bound, eval_kept=m["kept"])
+            if keep_best and row["eval_constraint"] <= 0 and (best is None or m["kept"] < best["eval_kept"]):
+                best = dict(step=step, eval_kept=m["kept"], model={k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()})
+            if constrain_on == "eval": c_ema = row["eval_constraint"]   # measured on fixed rows: no averaging
+        if constrain_on == "train":
+            c_ema = row["constraint"] if step == 0 else ema * c_ema + (1 - ema) * row["constraint"]
         lam = float(min(max(lam * math.exp(lambda_lr * c_ema), lambda_bounds[0]), lambda_bounds[1]))
         kept = float(rec.stacked("kept").sum() / rec.stacked("pairs").sum())
-        row = dict(step=step, loss=loss.item(), constraint=c, constraint_ema=c_ema, multiplier=lam,
-                   expected_kept=penalty.item(), kept=kept)
-        if eval_every and eval_data is not None and (step + 1) % eval_every == 0:
-            row["eval_loss"] = eval_loss(hf, eval_data)
-            hf.train()
+        row.update(constraint_ema=c_ema, multiplier=lam, expected_kept=penalty.item(), kept=kept)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{kept:.3f}", lam=f"{lam:.2g}")
-        done = step + 1
         if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
             _save_checkpoint(ckpt.parent, dict(step=done, lam=lam, c_ema=c_ema, rows=rows, target=state["target"],
-                                               dense_eval=state["dense_eval"], opt=opt.state_dict(),
+                                               dense_eval=state["dense_eval"], opt=opt.state_dict(), best=best,
                                                model=hf.state_dict(), gate_bias=hf.config.sparse_gate_bias))
         if callback is not None: callback(step, row)
     hf.eval()
     log = pd.DataFrame(rows)
     final = {}
-    if eval_data is not None: final["eval_loss"] = eval_loss(hf, eval_data)
+    if keep_best:
+        if best is None: warnings.warn(f"sparsify: no measured state was within the bound {bound:.4f}; keeping the last one.")
+        else:
+            hf.load_state_dict(best["model"])
+            final.update(best_step=best["step"])
+    if eval_data is not None:
+        m = measure()
+        final.update(eval_loss=m["loss"], eval_constraint=m["objective"] - bound, eval_kept=m["kept"])
     if len(log): final.update(kept=float(log["kept"].iloc[-10:].mean()), multiplier=float(log["multiplier"].iloc[-1]))
     return SparsifyResult(model, log, state["target"], bound, state["dense_eval"], final)
 
 # %% ../nbs/07_training.ipynb #695bb4df
 def plot_sparsify_log(log: pd.DataFrame, bound: float | None = None, smooth: int = 10):
-    "Three panels (seaborn): LM loss (and the bound), kept fraction of causal pairs, and the GECO multiplier, per step."
+    "Three panels (seaborn): loss (and the bound), kept fraction of causal pairs, and the GECO multiplier, per step; held-out measurements as dots."
     import matplotlib.pyplot as plt
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     sm = log.rolling(smooth, min_periods=1).mean()
     sns.lineplot(x=log["step"], y=sm["loss"], ax=axes[0], label="LM loss (train, sampled gates)")
-    if "eval_loss" in log: sns.scatterplot(x=log["step"], y=log["eval_loss"], ax=axes[0], label="held-out (eval gates)", color="C2")
+    if "eval_constraint" in log and bound is not None:    # the constrained loss (distillation mix included)
+        sns.scatterplot(x=log["step"], y=log["eval_constraint"] + bound, ax=axes[0], label="held-out (eval gates)", color="C2")
+    elif "eval_loss" in log: sns.scatterplot(x=log["step"], y=log["eval_loss"], ax=axes[0], label="held-out (eval gates)", color="C2")
     if bound is not None: axes[0].axhline(bound, ls="--", c="k", lw=1, label="bound")
     axes[0].set(title="Loss", xlabel="step", ylabel="nats/token"); axes[0].legend(fontsize=8)
     sns.lineplot(x=log["step"], y=sm["kept"], ax=axes[1], label="kept (thresholded)")
     sns.lineplot(x=log["step"], y=sm["expected_kept"], ax=axes[1], label="expected (penalty)")
+    if "eval_kept" in log: sns.scatterplot(x=log["step"], y=log["eval_kept"], ax=axes[1], label="held-out", color="C2")
     axes[1].set(title="Fraction of causal pairs kept", xlabel="step", ylabel="fraction", yscale="log"); axes[1].legend(fontsize=8)
     sns.lineplot(x=log["step"], y=log["multiplier"], ax=axes[2])
     axes[2].set(title="GECO multiplier λ", xlabel="step", ylabel="λ", yscale="log")
