@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -294,6 +295,8 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
             info["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         if torch.cuda.is_available(): info["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         summary["models"][variant] = info
+        ev = c = hc = attr = None   # free this model's cached activations before the next model's
+        gc.collect()
     labels = {v: summary["models"][v]["name"] for v in summary["models"]}
     rows = [results_table(curves, panel.title, panel.task, labels, "edges")] if curves else []
     summary["multiplier"] = multiplier(reaches["dense"], reaches["sparse"], panel.tau)
