@@ -64,8 +64,9 @@ def _evaluate(model, data: torch.Tensor, batch_size: int = 32, teacher=None, dis
             ids = data[i:i + batch_size].to(dev)
             t = _hf(teacher)(ids).logits if teacher is not None else None
             with record_gates() as rec: logits = hf(ids).logits
-            tot += lm_loss(logits, ids).item() * len(ids)
-            obj += lm_loss(logits, ids, t, distill).item() * len(ids)
+            plain = lm_loss(logits, ids).item()
+            tot += plain * len(ids)
+            obj += (lm_loss(logits, ids, t, distill).item() if t is not None and distill > 0 else plain) * len(ids)
             if rec.layers: kept, pairs = kept + rec.stacked("kept").sum().item(), pairs + rec.stacked("pairs").sum().item()
     finally: hf.train(was)
     return dict(loss=tot / len(data), objective=obj / len(data), kept=kept / pairs if pairs else float("nan"))
