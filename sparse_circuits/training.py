@@ -274,8 +274,7 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
         done = step + 1
         row = dict(step=step, loss=loss.item(), constraint=loss.item() - bound)
         if eval_every and eval_data is not None and done % eval_every == 0:
-            m = measure()
-            hf.train()
+            m = measure()                                     # restores training mode
             row.update(eval_loss=m["loss"], eval_constraint=m["objective"] - bound, eval_kept=m["kept"])
             if keep_best and row["eval_constraint"] <= 0 and (best is None or m["kept"] < best["eval_kept"]):
                 best = dict(step=step, eval_kept=m["kept"], model={k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()})
