@@ -27,11 +27,10 @@ def setup(device):
 
 def measure(mode, steps, repeats, device):
     from sparse_circuits.attribution import attribute
-    from sparse_circuits.tasks import METRICS
     model, task = setup(device)
     b = next(task.batches(16, device=device))
     hf = model._module
-    metric = METRICS["ioi"]
+    metric = task.spec.metric
 
     def plain_fwd_bwd():  # an ordinary training-style pass: weights require grad
         hf.zero_grad(set_to_none=True)

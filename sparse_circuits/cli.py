@@ -16,11 +16,11 @@ import torch
 from .models import FAMILIES, tiny_model
 
 # %% auto #0
-__all__ = ['smoke', 'build_parser', 'main']
+__all__ = ['smoke', 'print_summary', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #10b76a9d
 def smoke(prompt: str = "When Mary and John went to the store, John gave a drink to", seed: int = 0) -> dict:
-    "Trace a tiny random model of each family on `prompt` (offline, CPU); return {family: last-position logits}."
+    "Trace a tiny random model of every family on `prompt` (offline, CPU); return {family: last-position logits}."
     out = {}
     for family in FAMILIES:
         model = tiny_model(family, seed=seed)
@@ -31,51 +31,71 @@ def smoke(prompt: str = "When Mary and John went to the store, John gave a drink
     return out
 
 # %% ../nbs/90_cli.ipynb #7611db2f
-def _print_summary(s: dict, out: Path):
+def _fmt(m: dict) -> str: return f"{m['multiplier']:.1f}x" if m.get("multiplier") else (m.get("note") or "-")
+
+def print_summary(s: dict, out: Path):
+    "The summary of a run, as the CLI prints it."
     print(f"\n{s['name']}: explained effect {s['tau']} - edges needed (dense vs sparse) and multipliers")
     for p in s["panels"]:
         m, h = p["multiplier"], p.get("heads_multiplier") or {}
         acc = " / ".join(f"{p['models'][v]['accuracy']:.0%}" for v in ("dense", "sparse"))
-        mult = f"{m['multiplier']:.1f}x" if m["multiplier"] else m["note"]
-        hm = f"{h['multiplier']:.1f}x" if h.get("multiplier") else (h.get("note") or "-")
-        print(f"  {p['title']:<14} accuracy {acc:<11} edges {m['dense_edges']} vs {m['sparse_edges']}: {mult:<8}"
-              f" heads {h.get('dense_edges')} vs {h.get('sparse_edges')}: {hm}")
+        print(f"  {p['title']:<14} accuracy {acc:<11} edges {m['dense_edges']} vs {m['sparse_edges']}: {_fmt(m):<8}"
+              f" heads {h.get('dense_edges')} vs {h.get('sparse_edges')}: {_fmt(h)}")
     if s.get("toy"):
         t = s["toy"]
-        print(f"  toy LM loss: dense {t['dense_loss']:.3f}, sparse {t['sparse_loss']:.3f} "
-              f"({100 * (t['sparse_loss'] / t['dense_loss'] - 1):+.1f}%), sparse attention density {t['density']:.2%}")
+        print(f"  toy models ({t.get('source')}, recipe {t.get('key')}): LM loss dense {t['dense_loss']:.3f}, sparse "
+              f"{t['sparse_loss']:.3f} ({100 * (t['sparse_loss'] / t['dense_loss'] - 1):+.1f}%), sparse attention density {t['density']:.2%}")
     print(f"files in {out}: figure.png figure.pdf heads.png results.csv summary.json ({s['seconds']:.0f} s)")
 
+def _user_errors():
+    from sparse_circuits.config import ConfigError
+    from sparse_circuits.core import IncompleteSetError, RemoteError
+    from sparse_circuits.models import ModelNotAvailableError
+    return (ConfigError, FileNotFoundError, IsADirectoryError, ValueError, IncompleteSetError, RemoteError,
+            ModelNotAvailableError, json.JSONDecodeError)
+
 def _run(args):
-    from sparse_circuits.experiment import ConfigError, dry_run, run
+    from sparse_circuits.experiment import dry_run, run
     try:
         if args.dry_run:
             dry_run(args.config); return 0
         out = Path(args.out or Path("runs") / Path(args.config).stem)
         s = run(args.config, out, resume=not args.no_resume, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError) as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
-    _print_summary(s, out)
+    print_summary(s, out)
     return 0
 
 def _demo(args):
-    from sparse_circuits.experiment import DEMO_CONFIG, run
+    from sparse_circuits.config import DEMO_CONFIG
+    from sparse_circuits.experiment import run
     out = Path(args.out)
     t0 = time.perf_counter()
-    s = run(DEMO_CONFIG, out, resume=not args.no_resume, progress=not args.quiet)
-    _print_summary(s, out)
+    if args.retrain: print("retraining the toy models from their recipe (about 30-60 minutes on two CPU cores)...")
+    try: s = run(DEMO_CONFIG, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr); return 2
+    print_summary(s, out)
+    t = s.get("toy") or {}
+    if t.get("source") == "trained":
+        print(f"toy models trained in {t.get('seconds', 0):.0f} s (data {t.get('data_seconds')} s, dense "
+              f"{t.get('train_seconds')} s, sparse {t.get('sparsify_seconds')} s)")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 
 def _plot(args):
+    from sparse_circuits.core import IncompleteSetError, check_set
     from sparse_circuits.plotting import plot_results
     res = Path(args.results)
-    if not res.exists(): print(f"error: {res} does not exist", file=sys.stderr); return 2
+    if not res.is_file(): print(f"error: {res} is not a results.csv file", file=sys.stderr); return 2
     tau = args.tau
-    summ = res.with_name("summary.json")
-    if tau is None: tau = json.loads(summ.read_text()).get("tau", 0.9) if summ.exists() else 0.9
-    try: paths = plot_results(res, args.out or res.parent, tau)
-    except ValueError as e: print(f"error: {e}", file=sys.stderr); return 2
+    try:
+        if (res.parent / "summary.json").exists():
+            try: summ = check_set(res.parent, "summary.json")
+            except IncompleteSetError as e: print(f"warning: {e}", file=sys.stderr); summ = {}
+            if tau is None: tau = summ.get("tau", 0.9)
+        paths = plot_results(res, args.out or res.parent, 0.9 if tau is None else tau)
+    except _user_errors() as e: print(f"error: {e}", file=sys.stderr); return 2
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -83,7 +103,7 @@ def _smoke(args):
     t0 = time.perf_counter()
     for family, logits in smoke(args.prompt, args.seed).items():
         top = torch.topk(logits, 3)
-        print(f"{family:>6}: logits {tuple(logits.shape)}, top-3 ids {top.indices.tolist()}")
+        print(f"{family:>8}: logits {tuple(logits.shape)}, top-3 ids {top.indices.tolist()}")
     print(f"smoke run finished in {time.perf_counter() - t0:.1f} s (tiny random models, CPU, offline)")
     return 0
 
@@ -92,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparse-circuits", description="Circuits in dense and sparse-attention language models.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="offline CPU demo: toy dense vs sparse models on four tasks, the figure",
-                       description="Train (or reuse from the cache) dense and sparse toy GPT-2-style models, run EAP-IG "
-                       "on Greater-Than, IOI, Docstring and IOI-Long, compute explained-effect curves over edges and heads, "
-                       "the edges needed to reach 0.9 and the multipliers, and write figure.png, figure.pdf, heads.png, "
-                       "results.csv and summary.json. Offline, CPU, about 10 minutes the first time.")
+                       description="Load the dense and sparse toy GPT-2-style models shipped with the package (or retrain "
+                       "them with --retrain), run EAP-IG on Greater-Than, IOI, Docstring and IOI-Long, compute explained-effect "
+                       "curves over edges and heads, the edges needed to reach 0.9 and the multipliers, and write figure.png, "
+                       "figure.pdf, heads.png, results.csv and summary.json. Offline, CPU, a minute or two.")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    d.add_argument("--retrain", action="store_true", help="train both toy models from scratch from their recipe instead of "
+                   "using the shipped ones (about 30-60 minutes on two CPU cores; another machine trains other weights)")
     d.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -117,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tau", type=float, help="explained-effect threshold of the dashed line (default: from summary.json, else 0.9)")
     pl.set_defaults(func=_plot)
     s = sub.add_parser("smoke", help="trace a tiny random model of each family (checks an install in seconds)",
-                       description="Build a tiny random GPT-2, OLMo and Llama model on the CPU and trace each once.")
+                       description="Build a tiny random model of every registered family on the CPU and trace each once.")
     s.add_argument("--prompt", default="When Mary and John went to the store, John gave a drink to", help="prompt to trace")
     s.add_argument("--seed", type=int, default=0, help="seed of the random models")
     s.set_defaults(func=_smoke)

@@ -1,63 +1,67 @@
 """A naive reference of the edge graph, in plain torch, for tests only.
 
-It re-implements the forward pass of GPT-2, OLMo and Llama (grouped-query) models from their weights, giving every
-receiver (each head's q, k, v input; each MLP input; the logits) its own explicit copy of the residual stream:
+It re-implements the forward pass of any model of a registered family from the registry's *description* of it
+(module paths, q/k/v layout, weight layout, parallel blocks, rotary, q/k norms), giving every receiver (each head's
+q, k, v input; each MLP input; the logits) its own explicit copy of the residual stream:
 
     x_r = resid + sum_u coef[u, r] * (a_u(corrupt) - a_u(current))
 
 With coef = 1 - keep this is edge patching (design.md section 2); with coef = 0 it is the clean forward, and the
 gradient with respect to each copy x_r is the per-receiver gradient that EAP needs. Nothing here is shared with the
-library: weights are sliced per head with explicit loops, norms are PyTorch's, attention is written out.
+library's computation: weights are sliced per head with explicit loops, attention is written out, every edge's
+score is computed on its own. Only the model's own modules for norms, MLPs, embeddings and rotary tables are
+called, as the model calls them.
 """
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
-import torch.nn.functional as F
+
+from sparse_circuits.architectures import architecture_for
 
 
-def _layout(hf):
-    c = hf.config
-    fam = c.model_type
-    L = c.n_layer if fam == "gpt2" else c.num_hidden_layers
-    H = c.n_head if fam == "gpt2" else c.num_attention_heads
-    G = H if fam == "gpt2" else (c.num_key_value_heads or H)
-    d = c.n_embd if fam == "gpt2" else c.hidden_size
-    return fam, L, H, G, d, d // H
+def _get(root, path):
+    return reduce(getattr, path.split("."), root)
 
 
-@dataclass
-class RefLayer:
-    Wq: list; bq: list; Wk: list; bk: list; Wv: list; bv: list; Wo: list; bo: object
-    norm1: object; norm2: object; mlp: object
+def _dims(hf):
+    c, arch = hf.config, architecture_for(hf.config)
+    L, H, d = c.num_hidden_layers, c.num_attention_heads, c.hidden_size
+    G = getattr(c, "num_key_value_heads", None) or H
+    dh = getattr(c, "head_dim", None) or d // H
+    parallel = bool(getattr(c, arch.parallel, False)) if isinstance(arch.parallel, str) else bool(arch.parallel)
+    return arch, L, H, G, d, dh, parallel
 
 
-def _layer(hf, l):
-    fam, L, H, G, d, dh = _layout(hf)
-    if fam == "gpt2":
-        blk = hf.transformer.h[l]
-        w, b = blk.attn.c_attn.weight, blk.attn.c_attn.bias
-        col = lambda part, h: slice(part * d + h * dh, part * d + (h + 1) * dh)
-        Wq = [w[:, col(0, h)] for h in range(H)]; bq = [b[col(0, h)] for h in range(H)]
-        Wk = [w[:, col(1, h)] for h in range(H)]; bk = [b[col(1, h)] for h in range(H)]
-        Wv = [w[:, col(2, h)] for h in range(H)]; bv = [b[col(2, h)] for h in range(H)]
-        Wo = [blk.attn.c_proj.weight[h * dh:(h + 1) * dh, :] for h in range(H)]
-        ln1, ln2 = blk.ln_1, blk.ln_2
-        return RefLayer(Wq, bq, Wk, bk, Wv, bv, Wo, blk.attn.c_proj.bias,
-                        lambda x: F.layer_norm(x, (d,), ln1.weight, ln1.bias, ln1.eps),
-                        lambda x: F.layer_norm(x, (d,), ln2.weight, ln2.bias, ln2.eps), blk.mlp)
-    blk = hf.model.layers[l]
-    a = blk.self_attn
-    rows = lambda mod, n: [mod.weight[h * dh:(h + 1) * dh, :].T for h in range(n)]
-    bias = lambda mod, n: [None if mod.bias is None else mod.bias[h * dh:(h + 1) * dh] for h in range(n)]
-    Wo = [a.o_proj.weight[:, h * dh:(h + 1) * dh].T for h in range(H)]
-    if fam == "olmo":
-        n1 = n2 = lambda x: F.layer_norm(x, (d,), None, None, 1e-5)
-    else:
-        w1, w2, eps = blk.input_layernorm.weight, blk.post_attention_layernorm.weight, blk.input_layernorm.variance_epsilon
-        n1 = lambda x: F.rms_norm(x, (d,), w1, eps)
-        n2 = lambda x: F.rms_norm(x, (d,), w2, eps)
-    return RefLayer(rows(a.q_proj, H), bias(a.q_proj, H), rows(a.k_proj, G), bias(a.k_proj, G), rows(a.v_proj, G),
-                    bias(a.v_proj, G), Wo, a.o_proj.bias, n1, n2, blk.mlp)
+def _in_out(arch, module):
+    "A projection's weight as [in, out], from the registry's weight layout."
+    return module.weight if arch.weights == "conv1d" else module.weight.T
+
+
+def _head_slices(hf, blk):
+    "Per-head q/k/v weights [in, dh] and biases, sliced with explicit loops from the registry's q/k/v layout."
+    arch, L, H, G, d, dh, _ = _dims(hf)
+    mods = [_get(blk, p) for p in arch.qkv]
+    out = {"q": [], "k": [], "v": []}
+    if arch.qkv_layout == "split":
+        for name, mod, n in zip("qkv", mods, (H, G, G)):
+            w, b = _in_out(arch, mod), getattr(mod, "bias", None)
+            for h in range(n):
+                out[name].append((w[:, h * dh:(h + 1) * dh], None if b is None else b[h * dh:(h + 1) * dh]))
+        return out
+    w, b = _in_out(arch, mods[0]), getattr(mods[0], "bias", None)
+    if arch.qkv_layout == "fused":
+        starts = {"q": 0, "k": H * dh, "v": H * dh + G * dh}
+        for name, n in zip("qkv", (H, G, G)):
+            for h in range(n):
+                s = starts[name] + h * dh
+                out[name].append((w[:, s:s + dh], None if b is None else b[s:s + dh]))
+        return out
+    for h in range(H):  # interleaved: head h owns columns [h*3*dh, (h+1)*3*dh) as [q k v]
+        for i, name in enumerate("qkv"):
+            s = h * 3 * dh + i * dh
+            out[name].append((w[:, s:s + dh], None if b is None else b[s:s + dh]))
+    return out
 
 
 def _rotate_half(x):
@@ -65,16 +69,23 @@ def _rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+def _rotary(x, cos, sin):
+    "Rotary embedding on the first cos.shape[-1] dimensions (partial rotary leaves the rest), x [b, s, dh]."
+    rd = cos.shape[-1]
+    xr, xp = x[..., :rd], x[..., rd:]
+    return torch.cat([xr * cos + _rotate_half(xr) * sin, xp], dim=-1)
+
+
 @dataclass
 class RefOut:
     logits: torch.Tensor
     acts: torch.Tensor          # [b, s, n_senders, d] sender activations of this run
-    embeds: torch.Tensor        # token embeddings used
+    embeds: torch.Tensor        # token embeddings used (the embedding module's output)
     inputs: dict                # receiver name -> its explicit input copy (retain_grad)
 
 
 def receiver_names(hf):
-    fam, L, H, G, d, dh = _layout(hf)
+    arch, L, H, G, d, dh, _ = _dims(hf)
     kv = "g" if G != H else "h"
     out = []
     for l in range(L):
@@ -84,33 +95,29 @@ def receiver_names(hf):
 
 
 def n_upstream(hf):
-    "Senders upstream of each receiver, derived from the order of the forward pass (prefix of the sender list)."
-    fam, L, H, G, d, dh = _layout(hf)
+    "Senders upstream of each receiver, from the order of the forward pass (a prefix of the sender list)."
+    arch, L, H, G, d, dh, parallel = _dims(hf)
     out = []
     for l in range(L):
-        out += [1 + l * (H + 1)] * (H + 2 * G) + [1 + l * (H + 1) + H]
+        out += [1 + l * (H + 1)] * (H + 2 * G) + [1 + l * (H + 1) + (0 if parallel else H)]
     return out + [1 + L * (H + 1)]
 
 
 def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=False):
     """Reference forward. `coef` [n_senders, n_receivers] (float) mixes in `acts_corr` per edge; `retain` keeps the
     gradient of every receiver's explicit input copy."""
-    fam, L, H, G, d, dh = _layout(hf)
+    arch, L, H, G, d, dh, parallel = _dims(hf)
     b, s = ids.shape
-    wte = hf.transformer.wte if fam == "gpt2" else hf.model.embed_tokens
-    e = wte(ids) if embeds is None else embeds
+    e = _get(hf, arch.embed)(ids) if embeds is None else embeds
     if retain and not e.requires_grad: e = e.detach().requires_grad_(True)
-    resid = e + hf.transformer.wpe(torch.arange(s, device=ids.device))[None] if fam == "gpt2" else e
-    if fam != "gpt2":
+    resid = e + (_get(hf, arch.pos_embed)(torch.arange(s, device=ids.device))[None] if arch.pos_embed else 0)
+    if arch.rotary:
         pos = torch.arange(s, device=ids.device)[None].expand(b, s)
-        cos, sin = hf.model.rotary_emb(resid, pos)
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]   # [b, s, 1, dh]
+        cos, sin = _get(hf, arch.rotary)(resid, pos)          # [b, s, rotary dims]
     causal = torch.tril(torch.ones(s, s, dtype=torch.bool, device=ids.device))
     allowed = causal[None] & mask.bool()[:, None, :]         # [b, i, j]
-    acts = [e]
-    inputs = {}
-    names = iter(receiver_names(hf))
-    ups = iter(n_upstream(hf))
+    acts, inputs = [e], {}
+    names, ups = iter(receiver_names(hf)), iter(n_upstream(hf))
 
     def receiver_input(resid):
         name, U = next(names), next(ups)
@@ -122,52 +129,58 @@ def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=Fal
         inputs[name] = x
         return x
 
+    blocks = _get(hf, arch.layers)
     for l in range(L):
-        W = _layer(hf, l)
+        blk = blocks[l]
+        norm1, norm2 = _get(blk, arch.attn_norm), _get(blk, arch.mlp_norm)
+        attn = _get(blk, arch.o_proj.rsplit(".", 1)[0])
+        o_proj = _get(blk, arch.o_proj)
+        W = _head_slices(hf, blk)
         xq = [receiver_input(resid) for _ in range(H)]
         xk = [receiver_input(resid) for _ in range(G)]
         xv = [receiver_input(resid) for _ in range(G)]
-        proj = lambda x, W_, b_: W.norm1(x) @ W_ + (0 if b_ is None else b_)
-        q = torch.stack([proj(xq[h], W.Wq[h], W.bq[h]) for h in range(H)], 2)   # [b, s, H, dh]
-        k = torch.stack([proj(xk[g], W.Wk[g], W.bk[g]) for g in range(G)], 2)
-        v = torch.stack([proj(xv[g], W.Wv[g], W.bv[g]) for g in range(G)], 2)
-        if fam != "gpt2":
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+        proj = lambda x, wb: norm1(x) @ wb[0] + (0 if wb[1] is None else wb[1])
+        q = [proj(xq[h], W["q"][h]) for h in range(H)]                       # each [b, s, dh]
+        k = [proj(xk[g], W["k"][g]) for g in range(G)]
+        v = [proj(xv[g], W["v"][g]) for g in range(G)]
+        if arch.qk_norm:
+            qn, kn = _get(blk, arch.qk_norm[0]), _get(blk, arch.qk_norm[1])
+            q, k = [qn(t) for t in q], [kn(t) for t in k]
+        if arch.rotary:
+            q, k = [_rotary(t, cos, sin) for t in q], [_rotary(t, cos, sin) for t in k]
+        Wo = _in_out(arch, o_proj)
         heads = []
         for h in range(H):
             g = h // (H // G)
-            att = torch.einsum("bie,bje->bij", q[:, :, h], k[:, :, g]) / dh ** 0.5
+            att = torch.einsum("bie,bje->bij", q[h], k[g]) * attn.scaling
             att = att.masked_fill(~allowed, torch.finfo(att.dtype).min).softmax(-1)
-            z = torch.einsum("bij,bje->bie", att, v[:, :, g])
-            heads.append(z @ W.Wo[h])
-        resid = resid + sum(heads) + (0 if W.bo is None else W.bo)
-        acts += heads
-        xm = receiver_input(resid)
-        m = W.mlp(W.norm2(xm))
-        resid = resid + m
+            z = torch.einsum("bij,bje->bie", att, v[g])
+            heads.append(z @ Wo[h * dh:(h + 1) * dh])
+        attn_out = sum(heads) + (0 if getattr(o_proj, "bias", None) is None else o_proj.bias)
+        if parallel:                # the MLP reads the layer's input, before its own heads wrote
+            xm = receiver_input(resid)
+            acts += heads
+            m = _get(blk, arch.mlp)(norm2(xm))
+            resid = resid + attn_out + m
+        else:
+            resid = resid + attn_out
+            acts += heads
+            xm = receiver_input(resid)
+            m = _get(blk, arch.mlp)(norm2(xm))
+            resid = resid + m
         acts.append(m)
     xf = receiver_input(resid)
-    if fam == "gpt2":
-        hs = F.layer_norm(xf, (d,), hf.transformer.ln_f.weight, hf.transformer.ln_f.bias, hf.transformer.ln_f.eps)
-    elif fam == "olmo":
-        hs = F.layer_norm(xf, (d,), None, None, 1e-5)
-    else:  # PyTorch's norm in the input's dtype (transformers' own RMSNorm computes in float32)
-        hs = F.rms_norm(xf, (d,), hf.model.norm.weight, hf.model.norm.variance_epsilon)
-    logits = hf.lm_head(hs)
+    logits = _get(hf, arch.lm_head)(_get(hf, arch.final_norm)(xf))
     return RefOut(logits, torch.stack(acts, dim=2), e, inputs)
 
 
 def edge_scores(hf, task, method="EAP", steps=5):
     """Reference EAP / EAP-IG scores [n_senders, n_receivers]: per-receiver gradients from explicit input copies,
     then each edge's score computed separately in a Python loop."""
-    from sparse_circuits.tasks import METRICS
-    metric = METRICS[task.name]
-    fam, L, H, G, d, dh = _layout(hf)
-    names = receiver_names(hf)
-    ups = n_upstream(hf)
-    S = 1 + L * (H + 1)
-    scores = torch.zeros(S, len(names), dtype=torch.float64)
+    metric = task.spec.metric
+    arch, L, H, G, d, dh, _ = _dims(hf)
+    names, ups = receiver_names(hf), n_upstream(hf)
+    scores = torch.zeros(1 + L * (H + 1), len(names), dtype=torch.float64)
     n_steps = 1 if method == "EAP" else steps
     for b in task.batches(len(task)):
         corr = forward(hf, b.corrupted, b.attention_mask)
@@ -178,8 +191,7 @@ def edge_scores(hf, task, method="EAP", steps=5):
             if method == "EAP":
                 run = forward(hf, b.clean, b.attention_mask, retain=True)
             else:
-                alpha = k / steps
-                e = (corr.embeds + alpha * (clean.embeds - corr.embeds)).detach()
+                e = (corr.embeds + (k / steps) * (clean.embeds - corr.embeds)).detach()
                 run = forward(hf, b.clean, b.attention_mask, embeds=e, retain=True)
             metric(run.logits, b).sum().backward()
             for r in names: grads[r] = grads[r] + run.inputs[r].grad.detach()
@@ -191,10 +203,9 @@ def edge_scores(hf, task, method="EAP", steps=5):
 
 def patched_metric(hf, task, coef):
     "Mean metric of the clean run with per-edge mixing `coef` [n_senders, n_receivers] toward the corrupted run."
-    from sparse_circuits.tasks import METRICS
     total = 0.0
     for b in task.batches(len(task)):
         corr = forward(hf, b.corrupted, b.attention_mask)
         out = forward(hf, b.clean, b.attention_mask, coef=coef, acts_corr=corr.acts.detach())
-        total += METRICS[task.name](out.logits, b).sum().item()
+        total += task.spec.metric(out.logits, b).sum().item()
     return total / len(task)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sparse_circuits.experiment import DEMO_CONFIG, parse_config
+from sparse_circuits.config import DEMO_CONFIG, parse_config
+from sparse_circuits.core import check_set
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "sparse-circuits")
@@ -30,7 +31,7 @@ def test_shipped_demo_config_is_the_builtin_one():
     assert (ROOT / "configs" / "demo.toml").read_text() == DEMO_CONFIG
 
 
-@pytest.mark.parametrize("name", ["paper.toml", "demo.toml", "smollm2.toml"])
+@pytest.mark.parametrize("name", ["paper.toml", "demo.toml", "smollm2.toml", "tinystories.toml"])
 def test_dry_run_of_shipped_configs(name):
     out = sc("run", ROOT / "configs" / name, "--dry-run")
     assert out.returncode == 0, out.stderr
@@ -61,10 +62,13 @@ device = "cpu"
 curve_points = 6
 n_boot = 100
 seed = 10000
+task_options = { prefix = [0, 1] }
 [toy]
 n_layer = 2
 n_head = 2
 n_embd = 32
+seq_len = 64
+doc_prefix = [0, 1]
 n_docs = 3000
 train_steps = 60
 sparsify_steps = 30
@@ -99,8 +103,14 @@ def test_reduced_demo_end_to_end(tmp_path):
     for p in s["panels"]:
         for v in ("dense", "sparse"):
             assert 0 <= p["models"][v]["accuracy"] <= 1
-        assert "multiplier" in p["multiplier"]
-    assert 0 < s["toy"]["density"] <= 1 and s["toy"]["dense_loss"] > 0
+            assert p["models"][v]["prompts_held_out"] == 1.0 and p["models"][v]["prepend_bos"] is True
+            assert {"gap", "gap_se", "gap_z", "significant"} <= set(p["models"][v])
+        m = p["multiplier"]
+        noisy = not (p["models"]["dense"]["significant"] and p["models"]["sparse"]["significant"])
+        if noisy: assert m["multiplier"] is None and "not significant" in m["note"]   # never a multiplier from noise
+        elif m["dense_reached"] and m["sparse_reached"]: assert m["multiplier"] == m["dense_edges"] / m["sparse_edges"]
+    assert 0 < s["toy"]["density"] <= 1 and s["toy"]["dense_loss"] > 0 and s["toy"]["source"] == "trained"
+    check_set(out, "summary.json")                     # a complete set of files
     assert "torch" in s["versions"]
     df = pd.read_csv(out / "results.csv")
     assert set(df.unit) == {"edges", "heads"} and set(df.variant) == {"dense", "sparse"}
@@ -110,9 +120,11 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert t.explained_effect.iloc[0] == pytest.approx(0, abs=1e-6)
         assert t.explained_effect.iloc[-1] == pytest.approx(1, abs=1e-6)
     # rerun: every panel is read back from OUT/panels, nothing recomputed
+    first = (out / "results.csv").read_bytes()
     r2 = sc("run", cfg, "--out", out, "--quiet", env=env)
     assert r2.returncode == 0
     assert all(p.get("resumed") for p in json.loads((out / "summary.json").read_text())["panels"])
+    assert (out / "results.csv").read_bytes() == first          # byte-identical after a resume
     # plot from the saved table alone
     (out / "figure.png").unlink()
     r3 = sc("plot", out / "results.csv")

@@ -28,7 +28,8 @@ def test_offline_hub_id_fails_clearly():
 def test_cli_smoke_run():
     out = subprocess.run([CLI, "smoke", "--seed", "3"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    for family in ("gpt2", "olmo", "llama"):
+    from sparse_circuits.architectures import ARCHITECTURES
+    for family in ARCHITECTURES:
         assert f"{family}: logits (50257,)" in out.stdout
 
 

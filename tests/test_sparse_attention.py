@@ -5,9 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_circuits.sparse_attention import (attention_density, is_sparse, load_sparse, make_sparse, nanogpt_to_hf,
-                                              random_nanogpt_state)
-from sparse_circuits.models import tiny_model
+from sparse_circuits.models import load_sparse, nanogpt_to_hf, random_nanogpt_state, tiny_model
+from sparse_circuits.sparse_attention import attention_density, is_sparse, make_sparse
 
 
 def nanogpt_forward(sd, idx, n_head, gate_bias=None, eps=1e-5):
@@ -63,7 +62,7 @@ def test_nanogpt_errors(tmp_path):
         nanogpt_to_hf(tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="pass n_head"):
         nanogpt_to_hf(random_nanogpt_state(n_embd=32))
-    with pytest.raises(ValueError, match="gate_bias must be a finite number"):
+    with pytest.raises(ValueError, match="gate_bias must be finite"):
         make_sparse(tiny_model("gpt2"), float("nan"))
 
 

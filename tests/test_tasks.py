@@ -1,4 +1,4 @@
-"""Task tests outside the notebook: alignment as a property over seeds and tokenizers, and a real model on IOI."""
+"""Task tests outside the notebook: alignment as a property over seeds and tasks, and a real model on IOI."""
 import pytest
 import torch
 
@@ -8,9 +8,11 @@ from sparse_circuits.tasks import TASKS, evaluate_task, make_task
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 @pytest.mark.parametrize("seed", [1, 7, 123])
-def test_clean_and_corrupted_align_for_any_seed(name, seed):
+@pytest.mark.parametrize("prefix", [None, (0, 2)])
+def test_clean_and_corrupted_align_for_any_seed(name, seed, prefix):
     tok = gpt2_tokenizer()
-    task = make_task(name, tok, 40, seed=seed)
+    task = make_task(name, tok, 40, seed=seed, **({"prefix": prefix} if prefix else {}))
+    assert len(set(task.clean)) == 40
     for b in task.batches(16):
         real = b.attention_mask.bool()
         assert torch.equal(b.answer_pos, real.sum(1) - 1)
