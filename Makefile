@@ -1,6 +1,7 @@
 # Two commands for a new user (see README.md):
 #   make demo   install and run the offline CPU demo
 #   make test   install and run every check and test (what CI runs)
+#   make notebooks   (developers) execute the notebooks in place so that they are stored with their outputs
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test install install-dev checks
+.PHONY: demo test install install-dev checks notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +28,10 @@ demo: install
 
 checks:
 	PATH="$(abspath $(BIN)):$$PATH" bash .ci/checks.sh
+
+# store every notebook executed with its outputs (slow/gpu cells keep those of their last real run), then clean metadata
+notebooks: install-dev
+	$(BIN)/python .ci/notebooks.py run $(NB)
+	$(BIN)/nbdev_clean
 
 test: install-dev checks

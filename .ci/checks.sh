@@ -15,6 +15,9 @@ echo "== notebooks are clean"
 nbdev_clean
 git diff --quiet -- nbs || { git --no-pager diff --stat -- nbs; fail "nbdev_clean changed notebooks: run nbdev_clean and commit"; }
 
+echo "== notebooks keep their stored outputs"
+python .ci/notebooks.py check || fail "a notebook lost its outputs or was never executed: run make notebooks and commit"
+
 echo "== README.md matches nbs/index.ipynb"
 python .ci/readme.py --check || fail "README.md is stale"
 

@@ -17,14 +17,14 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .architectures import Layout, norm_vjp
-from .core import as_int, atomic_write, compute_dtype, unwrap
+from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
 from .trace import read_forward, read_grads, remote_errors, resolve_remote, run_device
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_cotangents', 'accumulate_scores', 'batch_scores', 'NonFiniteScoresError',
-           'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib']
+           'check_finite', 'Attribution', 'ig_steps_per_pass', 'attribute', 'read_eap_ig_json', 'save_mib']
 
 # %% ../nbs/07_attribution.ipynb #d1b039c8
 def attn_cotangents(lay: Layout, block, grads: list, dtype=torch.float32) -> torch.Tensor:
@@ -35,25 +35,32 @@ def attn_cotangents(lay: Layout, block, grads: list, dtype=torch.float32) -> tor
                       torch.einsum("bsge,gde->gbsd", gk.to(dtype), W.Wk.to(dtype)),
                       torch.einsum("bsge,gde->gbsd", gv.to(dtype), W.Wv.to(dtype))])
 
-def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads, g_final, dtype=torch.float32):
-    "Add `sum_{b,pos,d} delta_u * dm/dx_r` to `scores [n_senders, n_receivers]`; `delta` is `[n_senders, b*pos*d]`."
+def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads, g_final, dtype=torch.float32, n_copies: int = 1):
+    """Add `sum_{b,pos,d} delta_u * dm/dx_r` to `scores [n_senders, n_receivers]`; `delta` is `[n_senders, b*pos*d]`.
+    With `n_copies` > 1 the batch holds that many copies of the examples (EAP-IG steps run together): their
+    per-receiver gradients are summed first, so the contraction with `delta` is done once."""
     blocks = lay.layers(model)
+    fold = lambda G: G.reshape(G.shape[0], n_copies, -1).sum(1)          # [R, n_copies * b*pos*d] -> [R, b*pos*d]
     G = norm_vjp(reads.final.resid, g_final[None], lay.norm_params(lay.final_norm(model)), lay.arch.norm, dtype)
-    scores[:, g.logits_receiver] += delta @ G.reshape(-1)
+    scores[:, g.logits_receiver] += delta @ fold(G)[0]
     for l in range(lay.n_layers):
         blk, anch, gr = blocks[l], reads.layers[l], grads[l]
         G = norm_vjp(anch.resid_mid, gr.mlp_in[None], lay.norm_params(lay.mlp_norm(blk)), lay.arch.norm, dtype)
         U = g.senders_before_mlp(l)
-        scores[:U, g.mlp_receiver(l)] += delta[:U] @ G.reshape(-1)
+        scores[:U, g.mlp_receiver(l)] += delta[:U] @ fold(G)[0]
         G = norm_vjp(anch.resid_pre, attn_cotangents(lay, blk, gr.qkv, dtype), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
         U = g.senders_before_attn(l)
-        scores[:U, g.attn_receivers(l)] += delta[:U] @ G.reshape(G.shape[0], -1).T
+        scores[:U, g.attn_receivers(l)] += delta[:U] @ fold(G).T
     return scores
 
 # %% ../nbs/07_attribution.ipynb #3dd75178
-def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str, steps: int, remote, dtype=torch.float32):
-    "Summed (not yet averaged) edge scores of one batch, `[n_senders, n_receivers]` in `dtype`."
+def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str, steps: int, remote, dtype=torch.float32,
+                 ig_batch: int | None = None):
+    """Summed (not yet averaged) edge scores of one batch, `[n_senders, n_receivers]` in `dtype`. EAP-IG runs
+    `ig_batch` interpolation steps per forward+backward pass (default: all of them)."""
     mask = b.attention_mask
+    n = b.clean.shape[0]
+    chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
     # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function
     with model.session(remote=remote):
         scores = torch.zeros(g.n_senders, g.n_receivers, dtype=dtype, device=b.clean.device)
@@ -61,24 +68,34 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
         if method == "EAP":
             with model.trace(b.corrupted, attention_mask=mask):
                 acts_corr = read_forward(model, lay, lay.embed(model).output, acts=True, dtype=dtype).acts
+            with model.trace(b.clean, attention_mask=mask):
+                e = lay.embed(model).output.detach().requires_grad_(True)
+                lay.embed(model).output = e
+                reads = read_forward(model, lay, e, acts=True, anchors=True, dtype=dtype)
+                delta = acts_corr - reads.acts
+                metric = metric_fn(model.output.logits, b).sum()
+                with metric.backward():
+                    grads, g_final = read_grads(reads)
+                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype)
         else:
             with model.trace(b.clean, attention_mask=mask):
                 e_clean = lay.embed(model).output.detach()
                 e_corr = lay.embed_tokens(lay.embed(model), b.corrupted).detach().to(e_clean.dtype)
                 acts_clean = read_forward(model, lay, e_clean, acts=True, dtype=dtype).acts
-        for k in range(steps):
-            with model.trace(b.clean, attention_mask=mask):
-                if method == "EAP": e = lay.embed(model).output.detach()
-                else: e = (e_corr + (k / steps) * (e_clean - e_corr)).detach()
-                e = e.requires_grad_(True)
-                lay.embed(model).output = e
-                reads = read_forward(model, lay, e, acts=delta is None, anchors=True, dtype=dtype)
-                if delta is None:  # EAP: clean run; EAP-IG: k = 0 (alpha = 0) is the corrupted run
-                    delta = (acts_corr - reads.acts) if method == "EAP" else (reads.acts - acts_clean)
-                metric = metric_fn(model.output.logits, b).sum()
-                with metric.backward():
-                    grads, g_final = read_grads(reads)
-                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype)
+            for k0 in range(0, steps, chunk):
+                m = min(chunk, steps - k0)                          # steps k0 .. k0+m-1 as m copies of the batch
+                alpha = (torch.arange(k0, k0 + m, device=b.clean.device, dtype=e_clean.dtype) / steps).view(m, 1, 1, 1)
+                bm = b.repeat(m)
+                with model.trace(bm.clean, attention_mask=bm.attention_mask):
+                    e = (e_corr[None] + alpha * (e_clean - e_corr)[None]).reshape(m * n, *e_clean.shape[1:]).detach()
+                    e = e.requires_grad_(True)
+                    lay.embed(model).output = e
+                    reads = read_forward(model, lay, e, acts=delta is None, anchors=True, dtype=dtype, act_rows=n)
+                    if delta is None: delta = reads.acts - acts_clean   # corrupted - clean: the first copy of step k = 0 is the corrupted run
+                    metric = metric_fn(model.output.logits, bm).sum()
+                    with metric.backward():
+                        grads, g_final = read_grads(reads)
+                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m)
         scores = scores.save()
     return scores
 
@@ -124,7 +141,7 @@ class Attribution:
     def __repr__(self):
         return f"Attribution({self.method}, steps={self.steps}, task={self.task!r}, n={self.n_examples}, {self.graph})"
 
-# %% ../nbs/07_attribution.ipynb #e292f5b7
+# %% ../nbs/07_attribution.ipynb #8ebfd3ab
 METHODS = ("EAP", "EAP-IG")
 
 @contextlib.contextmanager
@@ -136,12 +153,20 @@ def _frozen(module: torch.nn.Module):
     finally:
         for p, f in zip(module.parameters(), flags): p.requires_grad_(f)
 
+def ig_steps_per_pass(lay: Layout, batch_size: int, seq_len: int, steps: int, budget: int, dtype_bytes: int = 4) -> int:
+    "How many EAP-IG steps fit in one pass under `budget` bytes (at least 1): a rough estimate of the backward's activations."
+    per_copy = lay.n_layers * batch_size * seq_len * (40 * lay.d_model + 6 * lay.n_heads * seq_len) * dtype_bytes
+    return max(1, min(steps, budget // max(per_copy, 1)))
+
 def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-IG", steps: int = 5,
-              batch_size: int = 16, remote=None, progress: bool = True) -> Attribution:
-    """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps),
-    locally or on NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process)."""
+              batch_size: int = 16, remote=None, progress: bool = True, ig_batch: int | None = None,
+              max_memory=None) -> Attribution:
+    """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps,
+    `ig_batch` of them per pass: default as many as fit in `max_memory`, see `core.memory_budget`), locally or on
+    NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process)."""
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     steps = as_int(steps, "steps", 1)
+    if ig_batch is not None: ig_batch = as_int(ig_batch, "ig_batch", 1)
     batch_size = as_int(batch_size, "batch_size", 1)
     lay = Layout(model.config)
     graph = graph or Graph.from_model(model)
@@ -156,8 +181,11 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     n_batches = -(-len(task) // batch_size)
     bar = tqdm(total=n_batches * n_steps, desc=f"{method} {task.name}", unit="pass", disable=not progress)
     with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote):
+        budget = memory_budget(device, max_memory)
         for b in task.batches(batch_size, device=device):
-            total += batch_scores(model, lay, graph, metric_fn, b, method, n_steps, remote, dtype).to(device)
+            per_pass = ig_batch or ig_steps_per_pass(lay, b.clean.shape[0], b.clean.shape[1], n_steps, budget,
+                                                     torch.finfo(dtype).bits // 8)
+            total += batch_scores(model, lay, graph, metric_fn, b, method, n_steps, remote, dtype, per_pass).to(device)
             bar.update(n_steps)
     bar.close()
     scores = (total / (len(task) * n_steps)).masked_fill(~graph.valid.to(device), 0.0)
@@ -167,7 +195,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
                 scale="mean over examples of the per-example metric (EAP-IG's raw score times its batch size)")
     return Attribution(scores, graph, method, n_steps, task.name, len(task), info)
 
-# %% ../nbs/07_attribution.ipynb #8d8d3e8a
+# %% ../nbs/07_attribution.ipynb #ea7ae6b8
 def _to_dict(self: Attribution) -> dict:
     g = self.graph
     return dict(method=self.method, steps=self.steps, task=self.task, n_examples=self.n_examples,
@@ -204,7 +232,7 @@ def load(cls: Attribution, path) -> Attribution:
         raise ValueError(f"{path}: scores have shape {tuple(scores.shape)}, but its graph needs {(g.n_senders, g.n_receivers)}.")
     return cls(scores, g, d["method"], d["steps"], d["task"], d["n_examples"], d.get("info", {}))
 
-# %% ../nbs/07_attribution.ipynb #c2a32e06
+# %% ../nbs/07_attribution.ipynb #f5b07dcc
 @patch
 def to_eap_ig_json(self: Attribution, path, in_graph: torch.Tensor | None = None, scale: str = "eap-ig",
                    d_model: int | None = None) -> Path:
@@ -233,7 +261,7 @@ def to_eap_ig_json(self: Attribution, path, in_graph: torch.Tensor | None = None
     atomic_write(Path(path), lambda f: json.dump(dict(cfg=cfg, nodes=nodes, edges=edges, sparse_circuits=meta), f))
     return Path(path)
 
-# %% ../nbs/07_attribution.ipynb #6ef09175
+# %% ../nbs/07_attribution.ipynb #22b2cb5a
 def read_eap_ig_json(path) -> tuple[Attribution, torch.Tensor]:
     "An EAP-IG / MIB graph file as (Attribution with the file's scores, bool circuit mask of its `in_graph` edges)."
     path = Path(path)
@@ -258,7 +286,7 @@ def read_eap_ig_json(path) -> tuple[Attribution, torch.Tensor]:
     return Attribution(scores, g, meta.get("method", "unknown"), meta.get("steps", 0), meta.get("task", "unknown"),
                        meta.get("n_examples", 0), info), keep
 
-# %% ../nbs/07_attribution.ipynb #e36fc9c3
+# %% ../nbs/07_attribution.ipynb #55933222
 MIB_TASKS = ("ioi", "mcqa", "arithmetic-addition", "arithmetic-subtraction", "arc-easy", "arc-challenge")
 MIB_MODELS = ("gpt2", "qwen2.5", "gemma2", "llama3")
 

@@ -45,7 +45,8 @@ def print_summary(s: dict, out: Path):
         t = s["toy"]
         print(f"  toy models ({t.get('source')}, recipe {t.get('key')}): LM loss dense {t['dense_loss']:.3f}, sparse "
               f"{t['sparse_loss']:.3f} ({100 * (t['sparse_loss'] / t['dense_loss'] - 1):+.1f}%), sparse attention density {t['density']:.2%}")
-    print(f"files in {out}: figure.png figure.pdf heads.png results.csv summary.json ({s['seconds']:.0f} s)")
+    files = sorted(p.name for p in Path(out).iterdir() if p.is_file()) if Path(out).is_dir() else []
+    print(f"files in {out}: {' '.join(files)} ({s['seconds']:.0f} s)")
 
 def _user_errors():
     from sparse_circuits.config import ConfigError
@@ -55,12 +56,16 @@ def _user_errors():
             ModelNotAvailableError, json.JSONDecodeError)
 
 def _run(args):
+    from sparse_circuits.config import parse_config
     from sparse_circuits.experiment import dry_run, run
     try:
         if args.dry_run:
             dry_run(args.config); return 0
         out = Path(args.out or Path("runs") / Path(args.config).stem)
-        s = run(args.config, out, resume=not args.no_resume, progress=not args.quiet)
+        cfg = parse_config(args.config)
+        if args.max_memory:
+            for p in cfg.panels: p.max_memory = args.max_memory
+        s = run(cfg, out, resume=not args.no_resume, progress=not args.quiet)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
     print_summary(s, out)
@@ -131,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "passes and memory per panel, without loading any weights")
     r.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--max-memory", help="memory attribution may use for EAP-IG steps run together, e.g. 4GB "
+                   "(default: each panel's max_memory, else a quarter of the memory free on the device)")
     r.set_defaults(func=_run)
     pl = sub.add_parser("plot", help="redraw the figures from a results.csv",
                         description="Draw figure.png, figure.pdf and heads.png from a results table written by `run` or `demo`.")

@@ -6,7 +6,7 @@
 __all__ = ['PANEL_FIELDS', 'INHERITED', 'DTYPES', 'DEVICES', 'MODEL_KINDS', 'MODEL_EXTRA', 'DEMO_CONFIG', 'Panel', 'ConfigError',
            'check_model_spec', 'check_panel', 'FigureConfig', 'parse_config']
 
-# %% ../nbs/12_config.ipynb #712e1535
+# %% ../nbs/12_config.ipynb #aea736c4
 import copy
 import dataclasses
 import math
@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .attribution import METHODS
+from .core import parse_bytes
 from .tasks import TASKS, check_task_options
 from .toy import ToyConfig
 
-# %% ../nbs/12_config.ipynb #a1acb723
+# %% ../nbs/12_config.ipynb #6025f91e
 @dataclass
 class Panel:
     "One panel of a figure: the schema of the configuration file, every field resolved."
@@ -41,6 +42,7 @@ class Panel:
     n_boot: int = 1000              # bootstrap resamples of the bands
     min_gap_z: float = 3.0          # the clean-corrupted gap must be this many standard errors for a multiplier
     prepend_bos: bool = True        # prepend the BOS token to every prompt (as TransformerLens and EAP-IG)
+    max_memory: str = ""            # memory attribution may use for EAP-IG steps run together ("4GB"; default a quarter of what is free)
     task_options: dict = field(default_factory=dict)   # options of the task builder (merged over the defaults')
     seed: int = 0                   # prompts' seed; also the bootstrap's
 
@@ -54,7 +56,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_KINDS = ("hub", "path", "nanogpt", "released", "toy", "smollm2")
 MODEL_EXTRA = dict(label=str, dtype=str, remote=bool, gate_bias=float, gate=bool, n_head=int)
 
-# %% ../nbs/12_config.ipynb #e35d2c26
+# %% ../nbs/12_config.ipynb #f7e0877c
 class ConfigError(ValueError):
     "A configuration file with a missing or wrong field; the message names the field."
 
@@ -96,13 +98,16 @@ def check_panel(f: dict, where: str) -> dict:
         if f[k] < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {f[k]}.")
     if f["min_gap_z"] < 0: raise ConfigError(f"{where}.min_gap_z: must be >= 0, got {f['min_gap_z']}.")
     if f["dtype"] not in DTYPES: raise ConfigError(f"{where}.dtype: expected one of {DTYPES}, got {f['dtype']!r}.")
+    if f["max_memory"]:
+        try: parse_bytes(f["max_memory"])
+        except ValueError as e: raise ConfigError(f"{where}.max_memory: {e}") from None
     _check_device(f["device"], where)
     try: check_task_options(f["task"], f["task_options"])
     except ValueError as e: raise ConfigError(f"{where}.task_options: {e}") from None
     f["dense"], f["sparse"] = check_model_spec(f["dense"], where + ".dense"), check_model_spec(f["sparse"], where + ".sparse")
     return f
 
-# %% ../nbs/12_config.ipynb #6ed9652b
+# %% ../nbs/12_config.ipynb #3e44aefb
 @dataclass
 class FigureConfig:
     "A parsed configuration: name, threshold, toy recipe, panels, and where it came from."

@@ -28,14 +28,14 @@ from .evaluation import Evaluator, Reach, curve, edges_to_reach, head_curve, hea
 from .graph import Graph
 from .models import (RELEASED, load_model, load_nanogpt, load_released, read_checkpoint, smollm2,
                                     smollm2_path)
-from .plotting import RESULT_COLUMNS, figure_files, results_table
+from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
 from .sparse_attention import attention_density, is_sparse
 from .tasks import make_task
 from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'FLOAT_FORMAT', 'model_label', 'ModelCache', 'panel_key', 'run_panel', 'known_config', 'shape_of',
-           'estimate_panel', 'dry_run', 'run', 'summary_table']
+__all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'FLOAT_FORMAT', 'model_label', 'ModelCache', 'panel_key', 'run_panel', 'known_config',
+           'shape_of', 'estimate_panel', 'dry_run', 'run', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -120,7 +120,7 @@ class ModelCache:
                           "its filler prefix); the others may occur in the training corpus.")
         return frac
 
-# %% ../nbs/13_experiment.ipynb #486c5200
+# %% ../nbs/13_experiment.ipynb #00a32d5b
 def panel_key(panel: Panel, cache: ModelCache) -> str:
     "Hash of everything a panel's numbers depend on: a saved panel is reused only under the same key."
     d = dict(panel=dataclasses.asdict(panel), dense=cache.identity(panel.dense, panel),
@@ -128,6 +128,8 @@ def panel_key(panel: Panel, cache: ModelCache) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/13_experiment.ipynb #9b89bbe8
+MAX_CIRCUIT_EDGES = 3000    # circuits at tau up to this size are saved with the panel (edge names and scores) and drawn
+
 def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     "Curves, reach and multipliers of one panel: (tidy rows, summary)."
     summary, curves, head_curves, reaches, head_reaches = dict(title=panel.title, task=panel.task, models={}), {}, {}, {}, {}
@@ -153,7 +155,7 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
                           f"standard errors, below {panel.min_gap_z}: its curves are noise, and no multiplier is reported.")
         t0 = time.perf_counter()
         attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                         remote=panel.remote or None, progress=progress)
+                         remote=panel.remote or None, progress=progress, max_memory=panel.max_memory or None)
         times["attribution"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         c = curve(model, task, scores=attr, n_points=panel.curve_points, n_boot=panel.n_boot, seed=panel.seed,
@@ -161,6 +163,11 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         reaches[variant] = edges_to_reach(c, panel.tau)
         curves[variant] = c.table
         times["edge_curve"] = time.perf_counter() - t0
+        if reaches[variant].reached and reaches[variant].edges <= MAX_CIRCUIT_EDGES:   # the circuit at tau, for drawing
+            keep = attr.top_k(reaches[variant].edges)
+            info["circuit"] = dict(n_layers=g.n_layers, n_heads=g.n_heads, n_kv_heads=g.n_kv_heads, parallel=g.parallel,
+                                   tau=panel.tau, edges=g.edge_names(keep),
+                                   scores=[float(x) for x in attr.scores.cpu()[keep & g.valid]])
         if panel.heads:
             t0 = time.perf_counter()
             hc = head_curve(model, task, attr, n_boot=panel.n_boot, seed=panel.seed, evaluator=ev, progress=progress,
@@ -339,6 +346,7 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
                                    significant=p["models"][v].get("significant", True))
                               for p in panels for v in ("dense", "sparse") for u in ("edges", "heads")])
         files.update(figure_files(results, cfg.tau, reach))
+        files.update(circuit_files(panels))
     write_set(out, files, "summary.json", summary)
     return summary
 

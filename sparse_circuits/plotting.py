@@ -10,13 +10,15 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .core import atomic_write
 from .evaluation import edges_to_reach
+from .graph import Graph
 
 # %% auto #0
 __all__ = ['RESULT_COLUMNS', 'PALETTE', 'results_table', 'reach_from_table', 'plot_figure', 'save_figure', 'figure_files',
-           'plot_results', 'plot_sparsify_log']
+           'plot_results', 'plot_sparsify_log', 'circuit_paths', 'plot_circuit', 'circuit_figure', 'circuit_files']
 
 # %% ../nbs/11_plotting.ipynb #ab3fe99e
 RESULT_COLUMNS = ("panel", "task", "variant", "model", "unit", "k", "explained_effect", "ci_low", "ci_high")
@@ -140,7 +142,7 @@ def plot_results(results, out_dir, tau: float = 0.9, reach: pd.DataFrame | None 
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     return {name: atomic_write(out / name, w, mode) for name, (w, mode) in figure_files(df, tau, reach).items()}
 
-# %% ../nbs/11_plotting.ipynb #f792b318
+# %% ../nbs/11_plotting.ipynb #ffa2088f
 def plot_sparsify_log(log: pd.DataFrame, bound: float | None = None, smooth: int = 10):
     "Three panels (seaborn): loss (and the bound), kept fraction of causal pairs, and the GECO multiplier, per step."
     import matplotlib.pyplot as plt
@@ -162,3 +164,145 @@ def plot_sparsify_log(log: pd.DataFrame, bound: float | None = None, smooth: int
     axes[2].set(title="GECO multiplier λ", xlabel="step", ylabel="λ", yscale="log")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/11_plotting.ipynb #de8a99bb
+def _receiver_nodes(g: Graph) -> list:
+    "For each receiver, the nodes it feeds: sender indices of heads (a key/value group feeds all its heads), an MLP, or -1 (logits)."
+    out = [None] * g.n_receivers
+    per = g.n_heads // g.n_kv_heads
+    for l in range(g.n_layers):
+        s = g.attn_receivers(l).start
+        for h in range(g.n_heads): out[s + h] = [g.head_sender(l, h)]
+        for grp in range(g.n_kv_heads):
+            heads = [g.head_sender(l, grp * per + i) for i in range(per)]
+            out[s + g.n_heads + grp] = heads; out[s + g.n_heads + g.n_kv_heads + grp] = heads
+        out[g.mlp_receiver(l)] = [g.mlp_sender(l)]
+    out[g.logits_receiver] = [-1]
+    return out
+
+def circuit_paths(g: Graph, keep: torch.Tensor) -> torch.Tensor:
+    "Bool mask of the kept edges that lie on a path from the input to the logits made of kept edges."
+    keep = keep.cpu() & g.valid
+    rnodes = _receiver_nodes(g)
+    feeds = [[] for _ in range(g.n_senders)]                  # node -> receivers feeding it
+    for r, ns in enumerate(rnodes):
+        for n in ns:
+            if n >= 0: feeds[n].append(r)
+    reach = torch.zeros(g.n_senders, dtype=torch.bool); reach[0] = True
+    for u in range(1, g.n_senders):                            # senders are in execution order
+        rs = feeds[u]
+        reach[u] = bool((keep[:, rs] & reach[:, None]).any()) if rs else False
+    co_node = torch.zeros(g.n_senders, dtype=torch.bool)
+    co_r = torch.zeros(g.n_receivers, dtype=torch.bool); co_r[g.logits_receiver] = True
+    for u in reversed(range(g.n_senders)):
+        co_node[u] = bool((keep[u] & co_r).any())
+        for r in feeds[u]: co_r[r] = co_r[r] | co_node[u]
+    return keep & reach[:, None] & co_r[None, :]
+
+# %% ../nbs/11_plotting.ipynb #66cf477b
+def _positions(g: Graph) -> dict:
+    "Node name -> (x, y): input at the bottom, per layer the heads in a row and the MLP above (beside them if parallel), logits on top."
+    mid = (g.n_heads - 1) / 2
+    pos = {"input": (mid, 0.0)}
+    for l in range(g.n_layers):
+        y = 1 + 2 * l
+        for h in range(g.n_heads): pos[f"a{l}.h{h}"] = (float(h), y)
+        pos[f"m{l}"] = (g.n_heads + 0.3, y) if g.parallel else (mid, y + 1)
+    pos["logits"] = (mid, 1 + 2 * g.n_layers)
+    return pos
+
+def _drawn_node(g: Graph, r: int) -> tuple[str, str]:
+    "(node drawn for receiver r, its port: 'q', 'k', 'v' or ''): a group's k/v at the group's first head."
+    node, _, kind = g.receivers[r].partition("<")
+    if not kind: return node, ""
+    l, rest = node.split(".")
+    idx = int(rest[1:])
+    return f"{l}.h{idx * (g.n_heads // g.n_kv_heads) if rest[0] == 'g' else idx}", kind[0]
+
+def _port(g: Graph, pos: dict, r: int) -> tuple:
+    "Where receiver r is drawn: its q, k or v port under its head, or under its node."
+    node, kind = _drawn_node(g, r)
+    x, y = pos[node]
+    return x + {"q": -0.22, "k": 0.0, "v": 0.22, "": 0.0}[kind], y - 0.22
+
+def plot_circuit(g: Graph, keep: torch.Tensor, scores: torch.Tensor | None = None, ax=None, title: str | None = None,
+                 max_edges: int = 150, scale: float | None = None):
+    """Draw a circuit (bool mask `keep`) as a layered graph; returns (figure, info) with the nodes and edges drawn.
+    `scale`: the |score| that gets the widest line (default: the largest drawn), to draw several circuits alike."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    on = circuit_paths(g, keep)
+    off = int((keep.cpu() & g.valid).sum()) - int(on.sum())
+    s = (scores.detach().cpu().double() if scores is not None else torch.ones(g.n_senders, g.n_receivers, dtype=torch.float64))
+    idx = on.nonzero().tolist()
+    idx.sort(key=lambda ur: -abs(float(s[ur[0], ur[1]])))
+    pos = _positions(g)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * g.n_heads + 1.5), min(14.0, 0.55 * (2 * g.n_layers + 2) + 1)))
+    else: fig = ax.figure
+    top = scale or (max((abs(float(s[u, r])) for u, r in idx[:max_edges]), default=1.0) or 1.0)
+    nodes = set()
+    for i, (u, r) in enumerate(reversed(idx)):                 # weakest first, so the strongest are drawn on top
+        rank = len(idx) - 1 - i
+        sender = g.senders[u]
+        x0, y0 = pos[sender]; x1, y1 = _port(g, pos, r)
+        v = float(s[u, r])
+        strong = rank < max_edges
+        ax.plot([x0, x1], [y0 + 0.22, y1], color="#2166AC" if v >= 0 else "#B2182B", solid_capstyle="round",
+                lw=(0.6 + 3.4 * min(1.0, abs(v) / top)) if strong else 0.4, alpha=0.8 if strong else 0.12, zorder=1)
+        nodes.add(sender); nodes.add(_drawn_node(g, r)[0])
+    for n in sorted(nodes, key=lambda n: pos[n][1]):
+        x, y = pos[n]
+        colour = "#E8E8E8" if n in ("input", "logits") else ("#FDE0C5" if n.startswith("m") else "#D4E6F1")
+        ax.add_patch(FancyBboxPatch((x - 0.35, y - 0.2), 0.7, 0.4, boxstyle="round,pad=0.02", fc=colour, ec="#555555", lw=0.8, zorder=2))
+        ax.text(x, y, n, ha="center", va="center", fontsize=7, zorder=3)
+        if n.startswith("a"):
+            for dx, letter in ((-0.22, "q"), (0.0, "k"), (0.22, "v")):
+                ax.text(x + dx, y - 0.3, letter, ha="center", va="top", fontsize=5, color="#555555", zorder=3)
+    ax.set_xlim(-0.8, g.n_heads + (1.0 if g.parallel else 0.0)); ax.set_ylim(-0.8, 2 * g.n_layers + 1.8)
+    ax.set_xticks([]); ax.set_yticks(range(1, 2 * g.n_layers + 1, 2)); ax.set_yticklabels([f"layer {l}" for l in range(g.n_layers)], fontsize=7)
+    for side in ("top", "right", "bottom"): ax.spines[side].set_visible(False)
+    notes = [f"{len(idx)} edges on input-to-logits paths"]
+    if len(idx) > max_edges: notes.append(f"the {len(idx) - max_edges} weakest faded")
+    if off: notes.append(f"{off} kept edges off every path not drawn")
+    ax.set_title((title + "\n" if title else "") + "; ".join(notes), fontsize=8)
+    info = dict(nodes=sorted(nodes), edges=sorted(f"{g.senders[u]}->{g.receivers[r]}" for u, r in idx), faded=max(0, len(idx) - max_edges),
+                off_path=off)
+    return fig, info
+
+# %% ../nbs/11_plotting.ipynb #86053882
+def circuit_figure(panels: list, max_edges: int = 150):
+    "One row per panel, dense and sparse circuit at tau side by side (same layout and width scale)."
+    import matplotlib.pyplot as plt
+    rows = [p for p in panels if any(p["models"][v].get("circuit") for v in ("dense", "sparse"))]
+    if not rows: return None
+    gs = [Graph(**{k: p["models"][v]["circuit"][k] for k in ("n_layers", "n_heads", "n_kv_heads", "parallel")})
+          for p in rows for v in ("dense", "sparse") if p["models"][v].get("circuit")]
+    H, L = max(g.n_heads for g in gs), max(g.n_layers for g in gs)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(2 * max(4.0, 0.75 * H + 1.5), len(rows) * min(9.0, 0.5 * (2 * L + 2) + 1)),
+                             squeeze=False)
+    for row, p in zip(axes, rows):
+        circ = {v: p["models"][v].get("circuit") for v in ("dense", "sparse")}
+        scale = max((max(map(abs, c["scores"]), default=0.0) for c in circ.values() if c), default=1.0) or 1.0
+        for ax, v in zip(row, ("dense", "sparse")):
+            c = circ[v]
+            if not c:
+                ax.axis("off"); ax.text(0.5, 0.5, f"{v}: no circuit reaches tau", ha="center", transform=ax.transAxes); continue
+            g = Graph(c["n_layers"], c["n_heads"], c["n_kv_heads"], c["parallel"])
+            keep = g.edge_mask(c["edges"])
+            sc = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float64)
+            sc[keep] = torch.tensor([s for _, s in sorted(zip(c["edges"], c["scores"]), key=lambda es: g.edge_mask([es[0]]).nonzero()[0].tolist())],
+                                    dtype=torch.float64) if c["edges"] else sc[keep]
+            plot_circuit(g, keep, sc, ax=ax, max_edges=max_edges, scale=scale,
+                         title=f"{p['title']}: {p['models'][v]['name']} ({len(c['edges'])} edges to reach {c['tau']:g})")
+    fig.tight_layout()
+    return fig
+
+def circuit_files(panels: list, max_edges: int = 150) -> dict:
+    "circuits.png and circuits.pdf of a run's panels, as {file name: (writer, mode)} (empty if no panel has circuits)."
+    import matplotlib.pyplot as plt
+    fig = circuit_figure(panels, max_edges)
+    if fig is None: return {}
+    out = {"circuits.png": _fig_writer(fig, "png"), "circuits.pdf": _fig_writer(fig, "pdf")}
+    plt.close(fig)
+    return out

@@ -86,6 +86,7 @@ class Batch:
     incorrect: torch.Tensor        # [batch] incorrect answer token id (Greater-Than: the corrupted year, 1)
     extra: dict = field(default_factory=dict)  # task-specific tensors (year_ids, distractors)
     index: torch.Tensor | None = None          # [batch] example indices in the task
+    shared: tuple = ()                         # names of `extra` tensors shared by all examples (not one row each)
 
     def __len__(self): return self.clean.shape[0]
 
@@ -93,9 +94,16 @@ class Batch:
         "The same batch on `device`."
         mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
         return Batch(mv(self.clean), mv(self.corrupted), mv(self.attention_mask), mv(self.answer_pos), mv(self.correct),
-                     mv(self.incorrect), {k: mv(v) for k, v in self.extra.items()}, mv(self.index))
+                     mv(self.incorrect), {k: mv(v) for k, v in self.extra.items()}, mv(self.index), self.shared)
 
-# %% ../nbs/01_tasks.ipynb #5dee773b
+    def repeat(self, m: int) -> "Batch":
+        "The batch's examples `m` times over (one copy after the other), e.g. to run several inputs of them in one pass."
+        rp = lambda t: t.repeat(m, *([1] * (t.dim() - 1))) if isinstance(t, torch.Tensor) else t
+        return Batch(rp(self.clean), rp(self.corrupted), rp(self.attention_mask), rp(self.answer_pos), rp(self.correct),
+                     rp(self.incorrect), {k: (v if k in self.shared else rp(v)) for k, v in self.extra.items()},
+                     rp(self.index), self.shared)
+
+# %% ../nbs/01_tasks.ipynb #446b8139
 def answer_logits(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     "Logits at each example's answer position: [batch, pos, vocab] -> [batch, vocab]."
     return logits[torch.arange(logits.shape[0], device=logits.device), batch.answer_pos.to(logits.device)]
@@ -107,7 +115,7 @@ def logit_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     idx = torch.arange(a.shape[0], device=a.device)
     return a[idx, batch.correct.to(a.device)] - a[idx, batch.incorrect.to(a.device)]
 
-# %% ../nbs/01_tasks.ipynb #efdc0c27
+# %% ../nbs/01_tasks.ipynb #b5dad0f3
 def prob_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     "Greater-Than metric per example: P(year > yy) - P(year <= yy) over the two-digit year tokens 00..99."
     a = answer_logits(logits, batch)
@@ -117,7 +125,7 @@ def prob_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     greater = torch.arange(100, device=a.device)[None, :] > yy
     return (p * greater).sum(-1) - (p * ~greater).sum(-1)
 
-# %% ../nbs/01_tasks.ipynb #837c74d1
+# %% ../nbs/01_tasks.ipynb #b29f8682
 def max_distractor_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     "Docstring metric per example: logit(correct) - max logit over the other argument names (distractors)."
     a = answer_logits(logits, batch)
@@ -139,6 +147,7 @@ class TaskSpec:
     example: Callable          # example(ctx, rng, i) -> row dict with FIELDS, `completion` and task extras
     metric: Callable           # metric(logits, batch) -> [batch]
     extras: Callable | None = None     # extras(task, rows) -> {name: tensor} added to every batch
+    shared_extras: tuple = ()          # extras shared by all examples of a batch (the others have one row per example)
     list_fields: tuple = ()            # row fields that hold lists of token ids (JSON in CSV files)
     check_row: Callable | None = None  # check_row(row) -> None, or what is wrong with the row (beyond token ids)
     aliases: dict = field(default_factory=dict)  # column names of other tools' files -> ours
@@ -158,7 +167,7 @@ def task_spec(name: str) -> TaskSpec:
     if not isinstance(name, str) or name not in TASKS: raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}.")
     return TASKS[name]
 
-# %% ../nbs/01_tasks.ipynb #efbb559f
+# %% ../nbs/01_tasks.ipynb #3fb8732b
 def _ids(tokenizer, text): return tokenizer(text, add_special_tokens=False).input_ids
 
 def bos_id(tokenizer) -> int:
@@ -215,7 +224,7 @@ class Task:
             yield Batch(mk(cl), mk(co), mask, torch.tensor([len(x) - 1 for x in cl]),
                         torch.tensor([int(r["correct_idx"]) for r in rows]),
                         torch.tensor([int(r["incorrect_idx"]) for r in rows]), ex,
-                        torch.arange(s, s + len(rows))).to(device)
+                        torch.arange(s, s + len(rows)), spec.shared_extras).to(device)
 
 # %% ../nbs/01_tasks.ipynb #ecad50a9
 class Skip(Exception): "A candidate example that does not qualify (the reason is the message)."
@@ -323,7 +332,7 @@ def _gt_check(row):
 
 register_task(TaskSpec(
     "greater-than", "Greater-Than (Hanna et al. 2023): continue a span of years with a later year",
-    _gt_setup, _gt_example, prob_diff, extras=lambda task, rows: dict(year_ids=year_token_ids(task.tokenizer)),
+    _gt_setup, _gt_example, prob_diff, extras=lambda task, rows: dict(year_ids=year_token_ids(task.tokenizer)), shared_extras=("year_ids",),
     check_row=_gt_check, aliases=dict(label="correct_idx"), defaults=dict(incorrect_idx=1)))
 
 # %% ../nbs/01_tasks.ipynb #2a7d9e9a
@@ -439,7 +448,7 @@ register_task(TaskSpec("docstring", "Docstring (Heimersheim & Janiak 2023): the 
                        _docstring_setup, _docstring_example, max_distractor_diff, extras=_docstring_extras,
                        list_fields=("distractor_idx",), prefix_sep="\n"))
 
-# %% ../nbs/01_tasks.ipynb #ee13e390
+# %% ../nbs/01_tasks.ipynb #c95b0be1
 ANSWER_TEXT = {"correct_idx": ("correct", "answer", "correct_answer"), "incorrect_idx": ("incorrect", "incorrect_answer")}
 
 def _vocab_size(tokenizer) -> int | None:
@@ -506,7 +515,7 @@ def make_task(name: str, tokenizer, n: int, seed: int = 0, prepend_bos: bool = T
     validate_task(task)
     return task
 
-# %% ../nbs/01_tasks.ipynb #8b0a5b3c
+# %% ../nbs/01_tasks.ipynb #30914a2f
 def task_from_ids(name: str, tokenizer, clean_ids, corrupted_ids, correct_idx, incorrect_idx, prepend_bos: bool = False,
                   **extras) -> Task:
     "A task of registry task `name` from token ids: lists (one per example) of clean and corrupted ids, and answer ids."
@@ -524,7 +533,7 @@ def task_from_ids(name: str, tokenizer, clean_ids, corrupted_ids, correct_idx, i
                          **{key: (list(map(int, v[i])) if key in spec.list_fields else v[i]) for key, v in extras.items()}))
     return validate_task(Task(name, rows, tokenizer, dict(n=n, from_ids=True, prepend_bos=prepend_bos), prepend_bos))
 
-# %% ../nbs/01_tasks.ipynb #52ad5e71
+# %% ../nbs/01_tasks.ipynb #96b7289d
 def tokenizer_id(tokenizer) -> dict:
     "Identity of a tokenizer: its class, name, vocabulary size and a hash of its vocabulary."
     try: vocab = tokenizer.get_vocab()
