@@ -14,6 +14,7 @@ notebook was never executed. Run `nbdev_clean` after `run` (the Makefile does).
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,12 @@ def main(argv):
         print(__doc__); return 2
     if argv[0] == "run":
         every = "--all" in argv
-        run([Path(a).resolve() for a in argv[1:] if a != "--all"] or notebooks(), run_flagged=every); return 0
+        paths = [Path(a).resolve() for a in argv[1:] if a != "--all"] or notebooks()
+        if len(paths) == 1: run(paths, run_flagged=every); return 0
+        for p in paths:  # one process per notebook, as nbdev_test: a notebook's definitions must not leak into the next
+            rc = subprocess.run([sys.executable, __file__, "run", *(["--all"] if every else []), str(p)]).returncode
+            if rc: return rc
+        return 0
     bad = [p for nb in notebooks() for p in problems(nb)]
     for b in bad: print(b, file=sys.stderr)
     print(f"{len(notebooks())} notebooks, {len(bad)} problems with stored outputs")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import math
@@ -22,10 +23,10 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['NUMBERS_VERSION', 'REMOTE_VALUES', 'atomic_write', 'atomic_dir', 'sha256_file', 'write_set', 'IncompleteSetError',
-           'check_set', 'cache_dir', 'fingerprint', 'resolve_device', 'unwrap', 'device_of', 'compute_dtype',
-           'parse_bytes', 'available_memory', 'memory_budget', 'check_remote', 'RemoteError', 'ndif_ready', 'as_int',
-           'as_float', 'seeded', 'versions']
+__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'REMOTE_VALUES', 'atomic_write', 'atomic_dir', 'sha256_file', 'write_set',
+           'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint', 'resolve_device', 'unwrap', 'device_of',
+           'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget', 'check_remote', 'RemoteError',
+           'ndif_ready', 'as_int', 'as_float', 'seeded', 'versions']
 
 # %% ../nbs/00_core.ipynb #3f6ea1a9
 def _umask() -> int:
@@ -154,6 +155,9 @@ def compute_dtype(model) -> torch.dtype:
     try: dt = next(unwrap(model).parameters()).dtype
     except (StopIteration, AttributeError): return torch.float32
     return torch.float64 if dt == torch.float64 else torch.float32
+
+# %% ../nbs/00_core.ipynb #1ec2bebb
+GATE_RECORDER: contextvars.ContextVar = contextvars.ContextVar("sparse_circuits_gate_recorder", default=None)
 
 # %% ../nbs/00_core.ipynb #af63db69
 def parse_bytes(value) -> int:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, GPT2Config, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from .core import as_float, unwrap
+from .core import GATE_RECORDER, as_float, unwrap
 
 # %% auto #0
 __all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_forward', 'register', 'make_sparse', 'is_sparse',
@@ -22,7 +21,7 @@ __all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_for
 
 # %% ../nbs/04_sparse_attention.ipynb #645f314b
 GATE_BIAS_KEY = "sparse_gate_bias"
-_RECORDER: contextvars.ContextVar = contextvars.ContextVar("sparse_circuits_gate_recorder", default=None)
+_RECORDER = GATE_RECORDER   # one per process (see core): notebooks that redefine the gate share it
 
 def logistic_noise(shape, *, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
     "Samples of the standard logistic distribution, log(u) - log(1 - u)."
