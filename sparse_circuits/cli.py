@@ -65,7 +65,7 @@ def _run(args):
         cfg = parse_config(args.config)
         if args.max_memory:
             for p in cfg.panels: p.max_memory = args.max_memory
-        s = run(cfg, out, resume=not args.no_resume, progress=not args.quiet)
+        s = run(cfg, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
     print_summary(s, out)
@@ -76,7 +76,11 @@ def _demo(args):
     from sparse_circuits.experiment import run
     out = Path(args.out)
     t0 = time.perf_counter()
-    if args.retrain: print("retraining the toy models from their recipe (about 30-60 minutes on two CPU cores)...")
+    if args.retrain:
+        from sparse_circuits.toy import shipped_info
+        took = (shipped_info() or {}).get("seconds")
+        print("retraining the toy models from their recipe" + (f" (the shipped pair took {took / 3600:.1f} h on a CPU core)"
+              if took else "") + "; the analysis follows...")
     try: s = run(DEMO_CONFIG, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
@@ -123,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "figure.pdf, heads.png, results.csv and summary.json. Offline, CPU, a minute or two.")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--retrain", action="store_true", help="train both toy models from scratch from their recipe instead of "
-                   "using the shipped ones (about 30-60 minutes on two CPU cores; another machine trains other weights)")
+                   "using the shipped ones (about two hours on a CPU core; another machine trains other weights)")
     d.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "passes and memory per panel, without loading any weights")
     r.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--retrain", action="store_true", help="train the toy models of the [toy] recipe from scratch, even if "
+                   "they are shipped or cached")
     r.add_argument("--max-memory", help="memory attribution may use for EAP-IG steps run together, e.g. 4GB "
                    "(default: each panel's max_memory, else a quarter of the memory free on the device)")
     r.set_defaults(func=_run)
@@ -155,4 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `sparse-circuits` console script."
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):   # no progress bars at all, transformers' weight loading included
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
     return args.func(args)

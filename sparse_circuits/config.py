@@ -177,13 +177,13 @@ tau = 0.9
 [defaults]
 method = "EAP-IG"      # attribution: "EAP" or "EAP-IG"
 ig_steps = 5           # integrated-gradient steps of EAP-IG
-n_examples = 100       # held-out prompts per task
+n_examples = 50        # held-out prompts per task
 batch_size = 50
 device = "cpu"
-dtype = "float64"      # the analysis in float64: the same numbers on every machine
-curve_points = 24      # points on the log grid of edges kept (plus a bisection at tau)
+dtype = "float32"      # float64 gives the same edge counts (benchmarks/demo_repro.py), at twice the time
+curve_points = 16      # points on the log grid of edges kept (plus a bisection at tau)
 heads = true           # also the curve over heads kept
-head_points = 32       # head counts on the head curve
+head_points = 12       # head counts on the head curve (plus a bisection at tau)
 n_boot = 1000          # bootstrap resamples of the bands
 seed = 10000           # prompts: the toy world's held-out set (ToyConfig.heldout_seed), never seen in training
 task_options = { prefix = [0, 2] }   # 0-2 filler sentences before each prompt, as before each training document

@@ -254,8 +254,10 @@ def ship_toy_models(src, dest) -> Path:
     info = json.loads((src / "info.json").read_text())
     check_toy_files(src, info)
     def build(tmp):
-        for n in ("dense", "sparse"): shutil.copytree(src / n, tmp / n)
-        for f in ("info.json", "train_log.csv", "sparsify_log.csv"): shutil.copy2(src / f, tmp / f)
+        files = [Path(rel) for rel in info["files"]] + [Path(f) for f in ("info.json", "train_log.csv", "sparsify_log.csv")]
+        for rel in files:  # copyfile, not copy2: the package's files get ordinary permissions, whatever the cache had
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, tmp / rel)
     return atomic_dir(dest, build)
 
 # %% ../nbs/10_toy.ipynb #350fc258

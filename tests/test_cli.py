@@ -129,3 +129,36 @@ def test_reduced_demo_end_to_end(tmp_path):
     (out / "figure.png").unlink()
     r3 = sc("plot", out / "results.csv")
     assert r3.returncode == 0 and (out / "figure.png").exists()
+    # --retrain trains the recipe again although it is cached; on one machine training is deterministic
+    r4 = sc("run", cfg, "--out", tmp_path / "again", "--quiet", "--retrain", env=env)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    t = json.loads((tmp_path / "again" / "summary.json").read_text())["toy"]
+    assert t["source"] == "trained" and t["dense_loss"] == s["toy"]["dense_loss"]
+
+
+def test_shipped_models_match_their_recipe(tmp_path):
+    from sparse_circuits.toy import SHIPPED, ToyConfig, check_toy_files, ship_toy_models, shipped_info
+    info = shipped_info()
+    assert info is not None, "the package has no shipped toy models"
+    assert info["key"] == ToyConfig().key() == ToyConfig.from_dict(info["config"]).key()
+    check_toy_files(SHIPPED, info)                       # every file is the file recorded
+    assert {"dense/model.safetensors", "sparse/model.safetensors"} <= set(info["files"])
+    assert {"torch", "transformers"} <= set(info["versions"]) and info["seconds"] > 0
+    copy = ship_toy_models(SHIPPED, tmp_path / "copy")   # a damaged copy is refused
+    (copy / "dense" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not the file its info.json records"): check_toy_files(copy, info)
+
+
+def test_demo_prints_the_readme_numbers(tmp_path):
+    """`sparse-circuits demo` on the shipped models: the lines it prints are the README's, on this machine too."""
+    r = sc("demo", "--out", tmp_path / "demo", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert s["toy"]["source"] == "shipped"
+    lines = r.stdout.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("demo: explained effect"))
+    printed = [l for l in lines[start:] if not l.startswith(("files in", "demo finished"))]
+    readme = (ROOT / "README.md").read_text()
+    missing = [l for l in printed if l.strip() and l not in readme]
+    assert not missing, "the demo printed lines the README does not have:\n" + "\n".join(missing)
+    assert len(printed) >= 6 and any(l.startswith("demo finished in") for l in lines)

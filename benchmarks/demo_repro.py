@@ -1,0 +1,65 @@
+"""How long `sparse-circuits demo` takes, and whether its numbers move with the thread count or the precision.
+
+Runs the demo three times as a user would (2 threads by default, the shipped models, nothing resumed) and prints each
+wall time and the median; then once with one thread and once in float64, and compares every run's results.csv with
+the first: the edge and head counts that reach tau, and the largest difference of explained effect at the same k.
+
+    python benchmarks/demo_repro.py [--out DIR] [--runs 3]
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import pandas as pd
+
+CLI = str(Path(sys.executable).parent / "sparse-circuits")
+
+
+def timed(cmd, env=None):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+    if r.returncode: sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t0, r.stdout
+
+
+def reach(out: Path) -> dict:
+    s = json.loads((out / "summary.json").read_text())
+    return {(p["title"], v): (p["models"][v]["edges_to_reach"], p["models"][v].get("heads_to_reach"))
+            for p in s["panels"] for v in ("dense", "sparse")}
+
+
+def max_diff(a: Path, b: Path) -> float:
+    key = ["panel", "variant", "unit", "k"]
+    m = pd.read_csv(a / "results.csv").merge(pd.read_csv(b / "results.csv"), on=key, suffixes=("_a", "_b"))
+    return float((m.explained_effect_a - m.explained_effect_b).abs().max())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="demo_repro_"))
+    print(f"machine: {os.cpu_count()} cores; torch threads default; outputs in {root}")
+    times = []
+    for i in range(args.runs):
+        t, stdout = timed([CLI, "demo", "--quiet", "--no-resume", "--out", str(root / f"run{i}")])
+        times.append(t)
+        print(f"run {i}: {t:.1f} s wall (`sparse-circuits demo`, process start to exit)")
+    print(f"median of {len(times)}: {statistics.median(times):.1f} s\n")
+    print("\n".join(l for l in stdout.splitlines() if l.strip()), "\n")
+
+    from sparse_circuits.config import DEMO_CONFIG
+    f64 = root / "demo-float64.toml"
+    f64.write_text(DEMO_CONFIG.replace('dtype = "float32"', 'dtype = "float64"').replace('name = "demo"', 'name = "demo-float64"'))
+    t1, _ = timed([CLI, "demo", "--quiet", "--no-resume", "--out", str(root / "threads1")], env={"OMP_NUM_THREADS": "1"})
+    t2, _ = timed([CLI, "run", str(f64), "--quiet", "--no-resume", "--out", str(root / "float64")])
+    print(f"one thread: {t1:.1f} s; float64: {t2:.1f} s")
+    base = reach(root / "run0")
+    for name in [f"run{i}" for i in range(1, args.runs)] + ["threads1", "float64"]:
+        same = reach(root / name) == base
+        print(f"{name:>9} vs run0: edge and head counts {'identical' if same else 'DIFFERENT'}; "
+              f"largest explained-effect difference {max_diff(root / 'run0', root / name):.2e}")
+
+
+if __name__ == "__main__":
+    main()
