@@ -162,7 +162,8 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
               batch_size: int = 16, remote=None, progress: bool = True, ig_batch: int | None = None,
               max_memory=None) -> Attribution:
     """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps,
-    `ig_batch` of them per pass: default as many as fit in `max_memory`, see `core.memory_budget`), locally or on
+    `ig_batch` of them per pass: default one on a CPU, where batching them measured no faster for 2.6x the memory
+    (benchmarks/attribution.txt), else as many as fit in `max_memory`, see `core.memory_budget`), locally or on
     NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process)."""
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     steps = as_int(steps, "steps", 1)
@@ -183,8 +184,9 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote):
         budget = memory_budget(device, max_memory)
         for b in task.batches(batch_size, device=device):
-            per_pass = ig_batch or ig_steps_per_pass(lay, b.clean.shape[0], b.clean.shape[1], n_steps, budget,
-                                                     torch.finfo(dtype).bits // 8)
+            per_pass = ig_batch or (1 if device.type == "cpu" else   # on CPUs one step per pass is as fast, in less memory
+                                    ig_steps_per_pass(lay, b.clean.shape[0], b.clean.shape[1], n_steps, budget,
+                                                      torch.finfo(dtype).bits // 8))
             total += batch_scores(model, lay, graph, metric_fn, b, method, n_steps, remote, dtype, per_pass).to(device)
             bar.update(n_steps)
     bar.close()
