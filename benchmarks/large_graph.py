@@ -10,20 +10,17 @@ and circuits are bool masks of that shape: no Python object per edge on this pat
 """
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from evaluation import timed  # noqa: E402  median of repeats after a warm-up, as the other benchmarks
+
 
 def rss_mib(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, repeats=1):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
 
 
 def main():
@@ -55,7 +52,7 @@ def main():
         hf.zero_grad(set_to_none=True)
         metric(hf(input_ids=b.clean, attention_mask=b.attention_mask).logits, b).sum().backward()
 
-    t_f, t_fb = timed(fwd, 3), timed(fwd_bwd, 3)
+    t_f, t_fb = timed(fwd, 3, "cpu")[0], timed(fwd_bwd, 3, "cpu")[0]
     hf.zero_grad(set_to_none=True)
     base = rss_mib()
     t0 = time.perf_counter()
@@ -64,7 +61,8 @@ def main():
     t0 = time.perf_counter()
     ev = Evaluator(model, task, g, batch_size=a.prompts)
     t_base = time.perf_counter() - t0
-    t_point = timed(lambda: ev.metrics([attr.top_k(10_000)]), 1)
+    k_point = min(10_000, g.n_edges)
+    t_point = timed(lambda: ev.metrics([attr.top_k(k_point)]), 1, "cpu")[0]
     t0 = time.perf_counter()
     c = curve(model, task, scores=attr, n_points=a.points, evaluator=ev, progress=False, n_boot=200)
     r = edges_to_reach(c, 0.9)
@@ -76,7 +74,7 @@ def main():
     print(f"| plain forward+backward (weight gradients) | {t_fb:.3f} | 1.00 x fwd+bwd | {base:.0f} |")
     print(f"| EAP-IG, 5 steps | {t_attr:.2f} | {t_attr / (5 * t_fb):.2f} x (5 fwd+bwd) | {rss_attr:.0f} |")
     print(f"| baselines (clean and corrupted runs, corrupted cache) | {t_base:.2f} | {t_base / t_f:.1f} x forward | |")
-    print(f"| one curve point (top 10,000 edges) | {t_point:.2f} | {t_point / t_f:.1f} x forward | |")
+    print(f"| one curve point (top {k_point:,} edges) | {t_point:.2f} | {t_point / t_f:.1f} x forward | |")
     print(f"| {len(c.table)}-point curve + bisection to 0.9 ({r.evaluations} steps) | {t_curve:.1f} | "
           f"{t_curve / t_f:.0f} x forward | {rss_all:.0f} |")
     print(f"edges to reach 0.9 on this random model: {r.edges} of {g.n_edges:,}")

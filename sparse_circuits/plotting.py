@@ -290,9 +290,9 @@ def circuit_figure(panels: list, max_edges: int = 150):
                 ax.axis("off"); ax.text(0.5, 0.5, f"{v}: no circuit reaches tau", ha="center", transform=ax.transAxes); continue
             g = Graph(c["n_layers"], c["n_heads"], c["n_kv_heads"], c["parallel"])
             keep = g.edge_mask(c["edges"])
+            score_of = dict(zip(c["edges"], c["scores"]))
             sc = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float64)
-            sc[keep] = torch.tensor([s for _, s in sorted(zip(c["edges"], c["scores"]), key=lambda es: g.edge_mask([es[0]]).nonzero()[0].tolist())],
-                                    dtype=torch.float64) if c["edges"] else sc[keep]
+            sc[keep] = torch.tensor([score_of[n] for n in g.edge_names(keep)], dtype=torch.float64)  # the mask's order
             plot_circuit(g, keep, sc, ax=ax, max_edges=max_edges, scale=scale,
                          title=f"{p['title']}: {p['models'][v]['name']} ({len(c['edges'])} edges to reach {c['tau']:g})")
     fig.tight_layout()
