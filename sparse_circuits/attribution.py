@@ -20,11 +20,12 @@ from .architectures import Layout, norm_vjp
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
-from .trace import read_forward, read_grads, remote_errors, resolve_remote, run_device
+from .trace import (logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors, resolve_remote,
+                                   rows_per_pass, run_device)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_cotangents', 'accumulate_scores', 'batch_scores', 'NonFiniteScoresError',
-           'check_finite', 'Attribution', 'ig_steps_per_pass', 'attribute', 'read_eap_ig_json', 'save_mib']
+           'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib']
 
 # %% ../nbs/07_attribution.ipynb #d1b039c8
 def attn_cotangents(lay: Layout, block, grads: list, dtype=torch.float32) -> torch.Tensor:
@@ -57,28 +58,30 @@ def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads,
 def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str, steps: int, remote, dtype=torch.float32,
                  ig_batch: int | None = None):
     """Summed (not yet averaged) edge scores of one batch, `[n_senders, n_receivers]` in `dtype`. EAP-IG runs
-    `ig_batch` interpolation steps per forward+backward pass (default: all of them)."""
-    mask = b.attention_mask
+    `ig_batch` interpolation steps per forward+backward pass (default: all of them). Logits are computed at the
+    answer positions only, and the activation differences overwrite the activations they come from."""
     n = b.clean.shape[0]
     chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
+    kw, mb = logits_at_answers(b)
     # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function
     with model.session(remote=remote):
         scores = torch.zeros(g.n_senders, g.n_receivers, dtype=dtype, device=b.clean.device)
         acts_corr = acts_clean = e_clean = e_corr = delta = None
         if method == "EAP":
-            with model.trace(b.corrupted, attention_mask=mask):
+            with model.trace(b.corrupted, **kw):
                 acts_corr = read_forward(model, lay, lay.embed(model).output, acts=True, dtype=dtype).acts
-            with model.trace(b.clean, attention_mask=mask):
+            with model.trace(b.clean, **kw):
                 e = lay.embed(model).output.detach().requires_grad_(True)
                 lay.embed(model).output = e
                 reads = read_forward(model, lay, e, acts=True, anchors=True, dtype=dtype)
-                delta = acts_corr - reads.acts
-                metric = metric_fn(model.output.logits, b).sum()
+                delta = acts_corr.sub_(reads.acts)                        # corrupted - clean, in place
+                reads = reads._replace(acts=None)
+                metric = metric_fn(model.output.logits, mb).sum()
                 with metric.backward():
                     grads, g_final = read_grads(reads)
                 scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype)
         else:
-            with model.trace(b.clean, attention_mask=mask):
+            with model.trace(b.clean, **kw):
                 e_clean = lay.embed(model).output.detach()
                 e_corr = lay.embed_tokens(lay.embed(model), b.corrupted).detach().to(e_clean.dtype)
                 acts_clean = read_forward(model, lay, e_clean, acts=True, dtype=dtype).acts
@@ -86,13 +89,17 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                 m = min(chunk, steps - k0)                          # steps k0 .. k0+m-1 as m copies of the batch
                 alpha = (torch.arange(k0, k0 + m, device=b.clean.device, dtype=e_clean.dtype) / steps).view(m, 1, 1, 1)
                 bm = b.repeat(m)
-                with model.trace(bm.clean, attention_mask=bm.attention_mask):
+                kwm, mbm = logits_at_answers(bm)
+                with model.trace(bm.clean, **kwm):
                     e = (e_corr[None] + alpha * (e_clean - e_corr)[None]).reshape(m * n, *e_clean.shape[1:]).detach()
                     e = e.requires_grad_(True)
                     lay.embed(model).output = e
                     reads = read_forward(model, lay, e, acts=delta is None, anchors=True, dtype=dtype, act_rows=n)
-                    if delta is None: delta = reads.acts - acts_clean   # corrupted - clean: the first copy of step k = 0 is the corrupted run
-                    metric = metric_fn(model.output.logits, bm).sum()
+                    if delta is None:   # corrupted - clean, in place: the first copy of step k = 0 is the corrupted run
+                        delta = reads.acts.sub_(acts_clean)
+                        acts_clean = None
+                        reads = reads._replace(acts=None)
+                    metric = metric_fn(model.output.logits, mbm).sum()
                     with metric.backward():
                         grads, g_final = read_grads(reads)
                     scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m)
@@ -153,18 +160,14 @@ def _frozen(module: torch.nn.Module):
     finally:
         for p, f in zip(module.parameters(), flags): p.requires_grad_(f)
 
-def ig_steps_per_pass(lay: Layout, batch_size: int, seq_len: int, steps: int, budget: int, dtype_bytes: int = 4) -> int:
-    "How many EAP-IG steps fit in one pass under `budget` bytes (at least 1): a rough estimate of the backward's activations."
-    per_copy = lay.n_layers * batch_size * seq_len * (40 * lay.d_model + 6 * lay.n_heads * seq_len) * dtype_bytes
-    return max(1, min(steps, budget // max(per_copy, 1)))
-
 def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-IG", steps: int = 5,
               batch_size: int = 16, remote=None, progress: bool = True, ig_batch: int | None = None,
               max_memory=None) -> Attribution:
-    """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps,
-    `ig_batch` of them per pass: default one on a CPU, where batching them measured no faster for 2.6x the memory
-    (benchmarks/attribution.txt), else as many as fit in `max_memory`, see `core.memory_budget`), locally or on
-    NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process)."""
+    """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps),
+    locally or on NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process). Each pass stays
+    under `max_memory` (see `core.memory_budget`): a batch runs a few rows at a time where it would not fit, and EAP-IG
+    runs `ig_batch` steps per pass: default one on a CPU, where batching them measured no faster for 2.6x the memory
+    (benchmarks/attribution.txt), else as many as fit."""
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     steps = as_int(steps, "steps", 1)
     if ig_batch is not None: ig_batch = as_int(ig_batch, "ig_batch", 1)
@@ -181,19 +184,24 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     t0 = time.perf_counter()
     n_batches = -(-len(task) // batch_size)
     bar = tqdm(total=n_batches * n_steps, desc=f"{method} {task.name}", unit="pass", disable=not progress)
+    budget, row_counts = memory_budget(device, max_memory), set()
     with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote):
-        budget = memory_budget(device, max_memory)
         for b in task.batches(batch_size, device=device):
+            pb = pass_bytes(lay, graph, b.clean.shape[1], torch.finfo(dtype).bits // 8)
+            rows = rows_per_pass(len(b), pb["attribution"], budget)
+            row_counts.add(rows)
             per_pass = ig_batch or (1 if device.type == "cpu" else   # on CPUs one step per pass is as fast, in less memory
-                                    ig_steps_per_pass(lay, b.clean.shape[0], b.clean.shape[1], n_steps, budget,
-                                                      torch.finfo(dtype).bits // 8))
-            total += batch_scores(model, lay, graph, metric_fn, b, method, n_steps, remote, dtype, per_pass).to(device)
+                                    max(1, min(n_steps, 1 + (budget - rows * pb["attribution"]) // max(rows * pb["ig_step"], 1))))
+            for r0 in range(0, len(b), rows):
+                total += batch_scores(model, lay, graph, metric_fn, b.rows(r0, r0 + rows), method, n_steps, remote,
+                                      dtype, per_pass).to(device)
             bar.update(n_steps)
     bar.close()
     scores = (total / (len(task) * n_steps)).masked_fill(~graph.valid.to(device), 0.0)
     check_finite(scores, graph)
     info = dict(seconds=round(time.perf_counter() - t0, 3), batch_size=batch_size, remote=str(remote), d_model=lay.d_model,
                 dtype=str(dtype).removeprefix("torch."), prepend_bos=task.prepend_bos, task_info=task.info,
+                max_memory=budget, rows_per_pass=sorted(row_counts),
                 scale="mean over examples of the per-example metric (EAP-IG's raw score times its batch size)")
     return Attribution(scores, graph, method, n_steps, task.name, len(task), info)
 

@@ -56,15 +56,18 @@ def _user_errors():
             ModelNotAvailableError, json.JSONDecodeError)
 
 def _run(args):
-    from sparse_circuits.config import parse_config
+    from sparse_circuits.config import ConfigError, parse_config
+    from sparse_circuits.core import parse_bytes
     from sparse_circuits.experiment import dry_run, run
     try:
-        if args.dry_run:
-            dry_run(args.config); return 0
-        out = Path(args.out or Path("runs") / Path(args.config).stem)
         cfg = parse_config(args.config)
         if args.max_memory:
+            try: parse_bytes(args.max_memory)
+            except ValueError as e: raise ConfigError(f"--max-memory: {e}") from None
             for p in cfg.panels: p.max_memory = args.max_memory
+        if args.dry_run:
+            dry_run(cfg); return 0
+        out = Path(args.out or Path("runs") / Path(args.config).stem)
         s = run(cfg, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--retrain", action="store_true", help="train the toy models of the [toy] recipe from scratch, even if "
                    "they are shipped or cached")
-    r.add_argument("--max-memory", help="memory attribution may use for EAP-IG steps run together, e.g. 4GB "
+    r.add_argument("--max-memory", help="memory one pass of attribution or evaluation may use, e.g. 4GB "
                    "(default: each panel's max_memory, else a quarter of the memory free on the device)")
     r.set_defaults(func=_run)
     pl = sub.add_parser("plot", help="redraw the figures from a results.csv",

@@ -42,7 +42,7 @@ class Panel:
     n_boot: int = 1000              # bootstrap resamples of the bands
     min_gap_z: float = 3.0          # the clean-corrupted gap must be this many standard errors for a multiplier
     prepend_bos: bool = True        # prepend the BOS token to every prompt (as TransformerLens and EAP-IG)
-    max_memory: str = ""            # memory attribution may use for EAP-IG steps run together ("4GB"; default a quarter of what is free)
+    max_memory: str = ""            # memory one pass of attribution or evaluation may use ("4GB"; default: core.memory_budget)
     task_options: dict = field(default_factory=dict)   # options of the task builder (merged over the defaults')
     seed: int = 0                   # prompts' seed; also the bootstrap's
 

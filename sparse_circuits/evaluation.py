@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from .attribution import Attribution
-from .core import as_float, as_int, compute_dtype
+from .core import as_float, as_int, compute_dtype, memory_budget
 from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
-from .trace import (Reads, circuit_plans, patched_forward, read_forward, remote_errors, resolve_remote,
-                                   run_device)
+from .trace import (Reads, circuit_plans, logits_at_answers, pass_bytes, patched_forward, read_forward,
+                                   remote_errors, resolve_remote, rows_per_pass, run_device)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve',
@@ -27,30 +27,39 @@ __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_g
 
 # %% ../nbs/08_evaluation.ipynb #2f6f3ec2
 class Evaluator:
-    "Per-example metrics of circuits of `model` on `task`: one patched forward per circuit and batch."
+    """Per-example metrics of circuits of `model` on `task`: one patched forward per circuit and batch (or per part
+    of a batch, where a whole batch's pass would not fit in `max_memory`)."""
     def __init__(self, model, task: Task, graph: Graph | None = None, batch_size: int = 16, remote=None,
-                 cache_corrupted: bool = True, answer_logits_only: bool = True, min_gap_z: float = 3.0):
+                 cache_corrupted: bool = True, answer_logits_only: bool = True, min_gap_z: float = 3.0, max_memory=None):
         self.model, self.task, self.batch_size = model, task, as_int(batch_size, "batch_size", 1)
         self.layout = Layout(model.config)
         self.graph = graph or Graph.from_model(model)
         self.remote = resolve_remote(model, remote)
         self.device, self.dtype = run_device(model, self.remote), compute_dtype(model)
         self.metric_fn = task.spec.metric
-        self.batches = list(task.batches(self.batch_size, device=self.device))
-        self._kw = [self._trace_kwargs(b, answer_logits_only) for b in self.batches]
-        self.cache_corrupted = cache_corrupted and not self.remote
+        self.batches = self._plan(list(task.batches(self.batch_size, device=self.device)), cache_corrupted, max_memory)
+        self._kw = [(logits_at_answers(b) if answer_logits_only else (dict(attention_mask=b.attention_mask), b))
+                    for b in self.batches]
         self._cache = {}
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)
 
-    @staticmethod
-    def _trace_kwargs(b, answer_logits_only: bool) -> tuple[dict, object]:
-        "(forward kwargs, batch for the metric): logits only at the batch's answer positions, which are renumbered."
-        if not answer_logits_only: return dict(attention_mask=b.attention_mask), b
-        pos = torch.unique(b.answer_pos)                                   # sorted
-        return (dict(attention_mask=b.attention_mask, logits_to_keep=pos),
-                replace(b, answer_pos=torch.searchsorted(pos, b.answer_pos)))
+    def _plan(self, batches: list, cache_corrupted: bool, max_memory) -> list:
+        """The passes under the memory budget: the corrupted reads are cached if they fit in it beside one row's
+        patched pass (else recomputed with each pass), and each batch is split into the rows per pass that fit."""
+        budget = memory_budget(self.device, max_memory)
+        pbs = [pass_bytes(self.layout, self.graph, b.clean.shape[1], torch.finfo(self.dtype).bits // 8) for b in batches]
+        cache = sum(len(b) * pb["cache"] for b, pb in zip(batches, pbs))
+        self.cache_corrupted = bool(cache_corrupted and not self.remote and cache + max(pb["patch"] for pb in pbs) <= budget)
+        parts = []
+        for b, pb in zip(batches, pbs):
+            rows = (rows_per_pass(len(b), pb["patch"], budget, fixed=cache) if self.cache_corrupted
+                    else rows_per_pass(len(b), pb["patch"] + pb["cache"], budget))
+            parts += [b.rows(r0, r0 + rows) for r0 in range(0, len(b), rows)]
+        self.memory = dict(budget=budget, cache_bytes=cache if self.cache_corrupted else 0, cached=self.cache_corrupted,
+                           rows_per_pass=sorted({len(p) for p in parts}), passes_per_circuit=len(parts))
+        return parts
 
     def _baselines(self):
         clean, corrupt = [], []
@@ -62,11 +71,11 @@ class Evaluator:
                     with m.trace(b.clean, **kw):
                         mc = self.metric_fn(m.output.logits, mb).to(dt).save()
                     with m.trace(b.corrupted, **kw):
-                        rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt)
+                        rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
                         mk = self.metric_fn(m.output.logits, mb).to(dt).save()
-                        if self.cache_corrupted: acts, res = rd.acts.save(), rd.resids.save()
+                        if self.cache_corrupted: acts, res, zs = rd.acts.save(), rd.resids.save(), rd.zs.save()
                 self.n_forward += 2
-                if self.cache_corrupted: self._cache[i] = Reads(acts, res, None, None)
+                if self.cache_corrupted: self._cache[i] = Reads(acts, res, None, None, zs)
                 clean.append(mc.cpu()); corrupt.append(mk.cpu())
         clean, corrupt = torch.cat(clean), torch.cat(corrupt)
         if not (torch.isfinite(clean).all() and torch.isfinite(corrupt).all()):
@@ -90,7 +99,7 @@ class Evaluator:
                         corr = self._cache[i]
                     else:
                         with m.trace(b.corrupted, **kw):
-                            corr = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt)
+                            corr = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
                     results = []
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):
@@ -135,9 +144,9 @@ def _as_mask(graph: Graph, circuit) -> torch.Tensor:
     return graph.edge_mask(circuit)
 
 def explained_effect(model, task: Task, graph: Graph | None = None, circuit=None, batch_size: int = 16,
-                     remote=None) -> float:
+                     remote=None, max_memory=None) -> float:
     "Explained effect of `circuit` (bool mask, or edge names) on `task`."
-    ev = Evaluator(model, task, graph, batch_size=batch_size, remote=remote)
+    ev = Evaluator(model, task, graph, batch_size=batch_size, remote=remote, max_memory=max_memory)
     mask = _as_mask(ev.graph, circuit if circuit is not None else ev.graph.valid)
     return ev.effect(ev.metrics([mask])[0]).item()
 
@@ -194,10 +203,10 @@ def _curve_table(ks, metrics, ev: Evaluator, n: int, n_boot: int, seed: int) -> 
 
 def curve(model, task: Task, graph: Graph | None = None, scores: Attribution | None = None, ks=None,
           n_points: int = 30, batch_size: int = 16, absolute: bool = True, n_boot: int = 1000, seed: int = 0,
-          remote=None, evaluator: Evaluator | None = None, progress: bool = True) -> Curve:
+          remote=None, evaluator: Evaluator | None = None, progress: bool = True, max_memory=None) -> Curve:
     "Explained effect of the top-k edges (by |score|, or signed score) for k on a log grid; a tidy table."
     if scores is None: raise ValueError("curve needs scores= (an Attribution) to rank the edges.")
-    ev = evaluator or Evaluator(model, task, graph or scores.graph, batch_size=batch_size, remote=remote)
+    ev = evaluator or Evaluator(model, task, graph or scores.graph, batch_size=batch_size, remote=remote, max_memory=max_memory)
     g = ev.graph
     ks = _check_ks(ks, g.n_edges, "edges") if ks is not None else log_grid(g.n_edges, n_points)
     t0 = time.perf_counter()
@@ -314,9 +323,9 @@ def head_circuit(attr: Attribution, h: int) -> torch.Tensor:
 # %% ../nbs/08_evaluation.ipynb #798103e0
 def head_curve(model, task: Task, scores: Attribution, hs=None, batch_size: int = 16, n_boot: int = 1000,
                seed: int = 0, remote=None, evaluator: Evaluator | None = None, progress: bool = True,
-               n_points: int = 48) -> Curve:
+               n_points: int = 48, max_memory=None) -> Curve:
     "Explained effect against the number of heads kept: `hs`, or about `n_points` evenly spaced h from 0 to all heads."
-    ev = evaluator or Evaluator(model, task, scores.graph, batch_size=batch_size, remote=remote)
+    ev = evaluator or Evaluator(model, task, scores.graph, batch_size=batch_size, remote=remote, max_memory=max_memory)
     g = ev.graph
     n_heads = g.n_layers * g.n_heads
     if hs is None:

@@ -20,10 +20,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .architectures import ARCHITECTURES
+from .architectures import ARCHITECTURES, Layout
 from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
-from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, sha256_file, versions, write_set)
+from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
+                                  resolve_device, sha256_file, versions, write_set)
 from .evaluation import Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier
 from .graph import Graph
 from .models import (RELEASED, load_model, load_nanogpt, load_released, read_checkpoint, smollm2,
@@ -31,11 +32,12 @@ from .models import (RELEASED, load_model, load_nanogpt, load_released, read_che
 from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
 from .sparse_attention import attention_density, is_sparse
 from .tasks import make_task
+from .trace import pass_bytes, rows_per_pass
 from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'FLOAT_FORMAT', 'model_label', 'ModelCache', 'panel_key', 'run_panel', 'known_config',
-           'shape_of', 'estimate_panel', 'dry_run', 'run', 'summary_table']
+__all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
+           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'dry_run', 'run', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -142,21 +144,24 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
                          **panel.task_options)
         held_out = cache.held_out_fraction(spec, task)
         g = Graph.from_model(model)
+        budget = panel.max_memory or None
+        t0 = time.perf_counter()   # attribution first: its pass's memory is free again before the evaluator's cache is made
+        attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
+                         remote=panel.remote or None, progress=progress, max_memory=budget)
+        times["attribution"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None, min_gap_z=panel.min_gap_z)
+        ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None, min_gap_z=panel.min_gap_z,
+                       max_memory=budget)
         times["baselines"] = time.perf_counter() - t0
         info = dict(name=model_label(spec), spec=spec, n_edges=g.n_edges, n_heads=g.n_layers * g.n_heads,
                     accuracy=float((ev.clean > 0).double().mean()), clean_metric=float(ev.clean.mean()),
                     corrupted_metric=float(ev.corrupted.mean()), prepend_bos=task.prepend_bos,
-                    n_distinct_prompts=task.info.get("n_distinct"), **{k: v for k, v in ev.gap.items() if k != "n"})
+                    n_distinct_prompts=task.info.get("n_distinct"), **{k: v for k, v in ev.gap.items() if k != "n"},
+                    memory=dict(ev.memory, attribution_rows_per_pass=attr.info["rows_per_pass"]))
         if held_out is not None: info["prompts_held_out"] = held_out
         if not ev.gap["significant"]:
             warnings.warn(f"{panel.title} / {variant}: the clean-corrupted gap ({ev.gap['gap']:.4g}) is {ev.gap['gap_z']:.2f} "
                           f"standard errors, below {panel.min_gap_z}: its curves are noise, and no multiplier is reported.")
-        t0 = time.perf_counter()
-        attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                         remote=panel.remote or None, progress=progress, max_memory=panel.max_memory or None)
-        times["attribution"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         c = curve(model, task, scores=attr, n_points=panel.curve_points, n_boot=panel.n_boot, seed=panel.seed,
                   evaluator=ev, progress=progress)
@@ -209,7 +214,7 @@ def _shape(config, source: str) -> dict:
     d, V = config.hidden_size, config.vocab_size
     n_params = 12 * g.n_layers * d * d + V * d
     return dict(n_layers=g.n_layers, n_heads=g.n_heads, n_kv_heads=g.n_kv_heads, parallel=g.parallel, d_model=d,
-                n_params=n_params, vocab=V, source=source)
+                n_params=n_params, vocab=V, source=source, layout=Layout(config))
 
 def shape_of(spec: dict, toy: dict) -> dict:
     "The sizes of a model spec's model, from configs alone (no weights loaded)."
@@ -249,8 +254,16 @@ def shape_of(spec: dict, toy: dict) -> dict:
         raise ConfigError(f"cannot read the config of {name!r} offline, and it is not among the registry's well-known "
                           "checkpoints; download it first or give a local folder.") from None
 
-def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64) -> dict:
-    "Graph size, passes and a rough memory estimate of one panel, from the model configs alone."
+BASE_BYTES = 400 * 2**20   # Python, torch, transformers and nnsight loaded, before any model
+CPU_ALLOC_OVERHEAD = 1.6   # resident over allocated bytes of a CPU pass (the allocator keeps freed blocks), measured
+                           # 1.57-1.75 on SmolLM2-135M's attribution (benchmarks/memory.txt)
+
+def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | None = None) -> dict:
+    """Graph size, passes and peak memory (GiB) of one panel, from the model configs alone, for prompts of `seq_len`
+    tokens under the panel's memory budget (`max_memory`, else `budget`, else a quarter of what is free here)."""
+    device = resolve_device(panel.device)
+    budget = parse_bytes(panel.max_memory) if panel.max_memory else (budget or memory_budget(device))
+    overhead = CPU_ALLOC_OVERHEAD if device.type == "cpu" else 1.0
     out = {}
     n_batches = math.ceil(panel.n_examples / panel.batch_size)
     shapes = {"dense": shape_of(panel.dense, toy)}
@@ -271,10 +284,17 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64) -> dict:
         n_heads = s["n_layers"] * s["n_heads"]
         curve_fwd = (panel.curve_points + 8 + 2) * n_batches
         head_fwd = (len(range(0, n_heads + 1, max(1, n_heads // panel.head_points))) + 1) * n_batches if panel.heads else 0
-        act = panel.batch_size * seq_len * (g.n_senders + g.n_receivers) * s["d_model"] * 4 * 2
+        pb = pass_bytes(s["layout"], g, seq_len, bytes_per)
+        rows = rows_per_pass(panel.batch_size, pb["attribution"], budget)
+        cache = panel.n_examples * pb["cache"]
+        cached = cache + pb["patch"] <= budget
+        ev_rows = rows_per_pass(panel.batch_size, pb["patch"] + (0 if cached else pb["cache"]), budget, cache if cached else 0)
+        work = max(rows * pb["attribution"], (cache if cached else 0) + ev_rows * (pb["patch"] + (0 if cached else pb["cache"])))
         out[variant] = dict(n_edges=g.n_edges, n_heads=n_heads, n_senders=g.n_senders, n_receivers=g.n_receivers,
-                            attribution_passes=per_pass_attr * n_batches, curve_forwards=curve_fwd, head_forwards=head_fwd,
-                            memory_gb=round((s["n_params"] * bytes_per + act) / 1e9, 2), source=s["source"])
+                            attribution_passes=per_pass_attr * n_batches * -(-panel.batch_size // rows),
+                            curve_forwards=curve_fwd, head_forwards=head_fwd,
+                            memory_gb=round((BASE_BYTES + s["n_params"] * bytes_per + work * overhead) / 2**30, 2),
+                            source=s["source"])
     return out
 
 def dry_run(config, seq_len: int = 64) -> dict:

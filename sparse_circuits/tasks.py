@@ -103,6 +103,13 @@ class Batch:
                      rp(self.incorrect), {k: (v if k in self.shared else rp(v)) for k, v in self.extra.items()},
                      rp(self.index), self.shared)
 
+    def rows(self, start: int, stop: int) -> "Batch":
+        "Examples `start:stop` of the batch, with the batch's padding (so their positions, and answer positions, are unchanged)."
+        sl = lambda t: t[start:stop] if isinstance(t, torch.Tensor) else t
+        return Batch(sl(self.clean), sl(self.corrupted), sl(self.attention_mask), sl(self.answer_pos), sl(self.correct),
+                     sl(self.incorrect), {k: (v if k in self.shared else sl(v)) for k, v in self.extra.items()},
+                     sl(self.index), self.shared)
+
 # %% ../nbs/01_tasks.ipynb #446b8139
 def answer_logits(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     "Logits at each example's answer position: [batch, pos, vocab] -> [batch, vocab]."

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,9 +18,10 @@ from .core import RemoteError, check_remote, device_of, ndif_ready
 from .graph import Graph
 
 # %% auto #0
-__all__ = ['SPARSE_PLAN_DENSITY', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads',
-           'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans', 'active_inputs', 'patched_forward',
-           'resolve_remote', 'remote_errors', 'run_device']
+__all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads', 'read_forward',
+           'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans', 'active_inputs',
+           'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'resolve_remote',
+           'remote_errors', 'run_device']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
@@ -43,32 +45,46 @@ class FinalAnchors(NamedTuple):
 class Reads(NamedTuple):
     "The reads of one forward pass; fields not asked for are None."
     acts: torch.Tensor | None             # [n_senders, batch*pos*d_model] sender activations
+                                          # (compact: [1 + n_layers, ...], the embedding and the MLPs only)
     resids: torch.Tensor | None           # [2 n_layers + 1, batch, pos, d_model] residuals entering each norm
     layers: list | None                   # [LayerAnchors] per block
     final: FinalAnchors | None
+    zs: torch.Tensor | None = None        # compact only: [n_layers, batch, pos, n_heads*d_head] the heads' outputs
+                                          # before the output projection, from which their writes are recomputed
 
 def read_forward(model, lay: Layout, embed_out, *, acts: bool = False, resids: bool = False, anchors: bool = False,
-                 dtype=torch.float32, act_rows: int | None = None) -> Reads:
-    "Inside a trace: sender activations (of the first `act_rows` batch rows, default all), residuals and/or gradient anchors."
+                 dtype=torch.float32, act_rows: int | None = None, compact: bool = False) -> Reads:
+    """Inside a trace: sender activations (of the first `act_rows` batch rows, default all), residuals and/or gradient
+    anchors. `compact` keeps each layer's head outputs before the output projection (one row of `n_heads*d_head`)
+    instead of its `n_heads` writes of `d_model`: what evaluation caches, a fraction of the memory."""
     blocks = lay.layers(model)
     rows = slice(None) if act_rows is None else slice(0, act_rows)
-    a = [embed_out[rows].detach().to(dtype).reshape(1, -1)] if acts else None
+    a = zs = None
+    if acts:  # written in place, one sender row after the other: no second copy while the pass runs
+        e0 = embed_out[rows].detach()
+        a = torch.empty(1 + lay.n_layers * (1 if compact else lay.n_heads + 1), e0.numel(), dtype=dtype, device=e0.device)
+        a[0] = e0.reshape(-1).to(dtype)
+        if compact: zs = torch.empty(lay.n_layers, *e0.shape[:-1], lay.n_heads * lay.d_head, dtype=dtype, device=e0.device)
+    i, H = 1, lay.n_heads
     r, anch = ([] if resids else None), ([] if anchors else None)
     for l in range(lay.n_layers):
         blk = blocks[l]
         if anchors or resids: resid_pre = lay.attn_norm(blk).input.detach()
         if resids: r.append(resid_pre.to(dtype))
         if anchors: qkv = [m.output for m in lay.qkv_modules(blk)]
-        if acts: a.append(head_writes(lay, blk, lay.o_proj(blk).input[rows], dtype=dtype))
+        if acts and compact: zs[l] = lay.o_proj(blk).input[rows].detach().to(dtype)
+        elif acts: a[i:i + H] = head_writes(lay, blk, lay.o_proj(blk).input[rows], dtype=dtype)
         if anchors or resids: resid_mid = lay.mlp_norm(blk).input.detach()
         if resids: r.append(resid_mid.to(dtype))
         if anchors: anch.append(LayerAnchors(resid_pre, qkv, resid_mid, lay.mlp_norm(blk).output))
-        if acts: a.append(lay.mlp(blk).output[rows].detach().to(dtype).reshape(1, -1))
+        i += 0 if compact else H
+        if acts: a[i] = lay.mlp(blk).output[rows].detach().to(dtype).reshape(-1)
+        i += 1
     fin = lay.final_norm(model)
     final_resid = fin.input.detach() if (anchors or resids) else None
     if resids: r.append(final_resid.to(dtype))
-    return Reads(torch.cat(a) if acts else None, torch.stack(r) if resids else None, anch,
-                 FinalAnchors(final_resid, fin.output) if anchors else None)
+    return Reads(a, torch.stack(r) if resids else None, anch,
+                 FinalAnchors(final_resid, fin.output) if anchors else None, zs)
 
 # %% ../nbs/06_trace.ipynb #00965e30
 class LayerGrads(NamedTuple):
@@ -174,7 +190,8 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
     `resids` (`corr`); returns the model's logits."""
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
-    diff = torch.zeros_like(cacts) if bool(need.any()) else None
+    compact = corr.zs is not None
+    diff = torch.zeros(g.n_senders, cacts.shape[1], dtype=cacts.dtype, device=cacts.device) if bool(need.any()) else None
     if need[0]: diff[0] = lay.embed(model).output.detach().to(dtype).reshape(-1) - cacts[0]
     for l in range(lay.n_layers):
         blk = blocks[l]
@@ -187,12 +204,49 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff), dtype)
         s0 = g.head_sender(l, 0)
         if bool(need[s0:s0 + lay.n_heads].any()):
-            diff[s0:s0 + lay.n_heads] = head_writes(lay, blk, dtype=dtype) - cacts[s0:s0 + lay.n_heads]
+            if compact:   # the writes are linear in the heads' outputs: one product for the differences
+                diff[s0:s0 + lay.n_heads] = head_writes(lay, blk, lay.o_proj(blk).input.detach().to(dtype) - corr.zs[l], dtype)
+            else: diff[s0:s0 + lay.n_heads] = head_writes(lay, blk, dtype=dtype) - cacts[s0:s0 + lay.n_heads]
         if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype)
         u = g.mlp_sender(l)
-        if need[u]: diff[u] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[u]
+        if need[u]: diff[u] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
     if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype)
     return model.output.logits
+
+# %% ../nbs/06_trace.ipynb #3fc7a091
+def logits_at_answers(b) -> tuple[dict, object]:
+    "(trace kwargs computing logits only at the batch's answer positions, the batch with those positions renumbered)."
+    pos = torch.unique(b.answer_pos)                                   # sorted
+    return dict(attention_mask=b.attention_mask, logits_to_keep=pos), replace(b, answer_pos=torch.searchsorted(pos, b.answer_pos))
+
+# %% ../nbs/06_trace.ipynb #d30af6f0
+def ffn_size(lay: Layout) -> int:
+    "Width of the MLP's hidden layer (4 x d_model where the config does not say)."
+    c = lay.config
+    return getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * lay.d_model
+
+# bytes per token of what autograd keeps for the backward, per layer: K_D x d_model + K_F x ffn + K_S x heads x pos
+# (measured on SmolLM2-135M and GPT-2-shaped models: benchmarks/memory.txt)
+K_D, K_F, K_S = 16, 4, 3
+
+def pass_bytes(lay: Layout, g: Graph, seq_len: int, dtype_bytes: int = 4) -> dict:
+    """Estimated bytes one example of `seq_len` tokens adds to a pass: `attribution` (forward+backward holding the
+    sender activations and their differences), `ig_step` (each further EAP-IG step run in the same pass), `cache`
+    (evaluation's corrupted reads, compact, kept for every example) and `patch` (one patched forward)."""
+    d, s, e = lay.d_model, seq_len, dtype_bytes
+    A = g.n_senders * s * d * e                                   # [n_senders, pos * d_model]
+    R = (2 * lay.n_layers + 1) * s * d * e                        # residuals entering each norm
+    F = lay.n_layers * s * (K_D * d + K_F * ffn_size(lay) + K_S * lay.n_heads * s) * e
+    X = 3 * (lay.n_heads + 2 * lay.n_kv_heads) * s * d * e        # one block's receiver inputs, normed, projected
+    P = s * (4 * d + 2 * ffn_size(lay) + lay.n_heads * s) * e     # a no-grad forward's largest transients
+    C = (1 + lay.n_layers) * s * d * e + lay.n_layers * s * lay.n_heads * lay.d_head * e   # compact reads
+    return dict(attribution=2 * A + F, ig_step=F, cache=C + R, patch=A + X + P)
+
+def rows_per_pass(n_rows: int, per_row: int, budget: int, fixed: int = 0) -> int:
+    "Rows of an `n_rows` batch per pass: the batch halved (rounding up) until `rows * per_row + fixed <= budget`; at least 1."
+    rows = n_rows
+    while rows > 1 and rows * per_row + fixed > budget: rows = -(-rows // 2)
+    return rows
 
 # %% ../nbs/06_trace.ipynb #3162bd6e
 def resolve_remote(model, remote=None):

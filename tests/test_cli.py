@@ -38,6 +38,21 @@ def test_dry_run_of_shipped_configs(name):
     assert "configuration is valid" in out.stdout and "n_edges" in out.stdout
 
 
+def test_dry_run_memory_estimate_follows_the_budget():
+    "A smaller --max-memory gives a smaller (or equal) estimate with more attribution passes; a bad size is refused."
+    def table(*extra):
+        out = sc("run", ROOT / "configs" / "smollm2.toml", "--dry-run", *extra)
+        assert out.returncode == 0, out.stderr
+        lines = [l.split() for l in out.stdout.splitlines() if "ioi-long" in l and "dense" in l]
+        head = [l.split() for l in out.stdout.splitlines() if "n_edges" in l][0]
+        return dict(zip(head, lines[0][:2] + lines[0][-len(head) + 2:]))
+    big, small = table("--max-memory", "64GB"), table("--max-memory", "256MB")
+    assert float(small["memory_gb"]) < float(big["memory_gb"])
+    assert int(small["attribution_passes"]) > int(big["attribution_passes"])
+    out = sc("run", ROOT / "configs" / "smollm2.toml", "--dry-run", "--max-memory", "lots")
+    assert out.returncode == 2 and "--max-memory" in out.stderr
+
+
 def test_bad_config_names_the_field(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[panels]]\ntask = "ioi"\ndense = { hub = "gpt2" }\nsparse = { hub = "gpt2" }\nbatch_size = "big"\n')
