@@ -184,7 +184,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     t0 = time.perf_counter()
     n_batches = -(-len(task) // batch_size)
     bar = tqdm(total=n_batches * n_steps, desc=f"{method} {task.name}", unit="pass", disable=not progress)
-    budget, row_counts = memory_budget(device, max_memory), set()
+    budget, row_counts = memory_budget(device, max_memory, remote), set()
     with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote):
         for b in task.batches(batch_size, device=device):
             pb = pass_bytes(lay, graph, b.clean.shape[1], torch.finfo(dtype).bits // 8)

@@ -23,9 +23,9 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'CPU_BUDGET', 'REMOTE_VALUES', 'atomic_write', 'atomic_dir', 'sha256_file',
-           'write_set', 'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint', 'resolve_device', 'unwrap',
-           'device_of', 'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget', 'check_remote',
+__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'CPU_BUDGET', 'UNBOUNDED', 'REMOTE_VALUES', 'atomic_write', 'atomic_dir',
+           'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint', 'resolve_device',
+           'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget', 'check_remote',
            'RemoteError', 'ndif_ready', 'as_int', 'as_float', 'seeded', 'versions']
 
 # %% ../nbs/00_core.ipynb #3f6ea1a9
@@ -179,10 +179,13 @@ def available_memory(device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) if hasattr(os, "sysconf") else 8 << 30
 
 CPU_BUDGET = 2 << 30   # the default's ceiling on a CPU
+UNBOUNDED = 1 << 62    # the budget of a remote run without max_memory: the server's memory is not this machine's
 
-def memory_budget(device, max_memory=None) -> int:
-    "Bytes a computation on `device` may use: `max_memory` if given, else a quarter of what is available now (on a CPU at most `CPU_BUDGET`)."
+def memory_budget(device, max_memory=None, remote=None) -> int:
+    """Bytes a computation on `device` may use: `max_memory` if given, else a quarter of what is available now (on a
+    CPU at most `CPU_BUDGET`); for a remote run (`remote=True`) without `max_memory`, `UNBOUNDED`."""
     if max_memory is not None: return parse_bytes(max_memory)
+    if remote is True: return UNBOUNDED
     quarter = available_memory(device) // 4
     return min(quarter, CPU_BUDGET) if torch.device(device).type == "cpu" else quarter
 

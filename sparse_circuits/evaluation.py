@@ -48,7 +48,7 @@ class Evaluator:
     def _plan(self, batches: list, cache_corrupted: bool, max_memory) -> list:
         """The passes under the memory budget: the corrupted reads are cached if they fit in it beside one row's
         patched pass (else recomputed with each pass), and each batch is split into the rows per pass that fit."""
-        budget = memory_budget(self.device, max_memory)
+        budget = memory_budget(self.device, max_memory, self.remote)
         pbs = [pass_bytes(self.layout, self.graph, b.clean.shape[1], torch.finfo(self.dtype).bits // 8) for b in batches]
         cache = sum(len(b) * pb["cache"] for b, pb in zip(batches, pbs))
         self.cache_corrupted = bool(cache_corrupted and not self.remote and cache + max(pb["patch"] for pb in pbs) <= budget)
