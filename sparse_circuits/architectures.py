@@ -283,17 +283,19 @@ def norm_forward(x: torch.Tensor, params: NormParams, kind: str, dtype=torch.flo
 
 def norm_vjp(x: torch.Tensor, gy: torch.Tensor, params: NormParams, kind: str, dtype=torch.float32) -> torch.Tensor:
     """Vector-Jacobian product of the norm at input `x` (`[..., d]`) with cotangents `gy` (`[R, ..., d]`: one per
-    receiver that applies the norm to that same input); returns `[R, ..., d]` in `dtype`."""
+    receiver that applies the norm to that same input); returns `[R, ..., d]` in `dtype`. The `R`-sized work is
+    one new tensor updated in place (attribution calls this for every attention norm, with `R = H + 2G` receivers)."""
     w, _, eps = params
     x = x.to(dtype)
-    gy = gy.to(dtype) * (w.to(dtype) if w is not None else 1.0)
+    g = gy.to(dtype) * w.to(dtype) if w is not None else gy.to(dtype, copy=True)
     if kind == "layernorm":
         x = x - x.mean(-1, keepdim=True)
-        gy = gy - gy.mean(-1, keepdim=True)
+        g -= g.mean(-1, keepdim=True)
     rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     xh = x * rstd
-    dot = (gy * xh).mean(-1, keepdim=True)
-    return rstd * (gy - xh * dot)
+    dot = torch.linalg.vecdot(g, xh).unsqueeze(-1).div_(x.shape[-1])      # mean over d of g * xh
+    g.addcmul_(xh, dot, value=-1.0)
+    return g.mul_(rstd)
 
 # %% ../nbs/02_architectures.ipynb #d43cd479
 @patch
