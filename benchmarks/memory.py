@@ -39,11 +39,10 @@ def stage(name, fn):
 model = stage("load SmolLM2-135M", smollm2)
 task = make_task("ioi-long", model.tokenizer, n=20, seed=0)
 g = Graph.from_model(model)
-new = "max_memory" in attribute.__code__.co_varnames and hasattr(sparse_circuits, "__file__")
-kw = dict(max_memory=a.max_memory) if "max_memory" in Evaluator.__init__.__code__.co_varnames else {}
-attr = stage("attribution EAP-IG(5)", lambda: attribute(model, task, g, steps=5, batch_size=20, progress=False,
-                                                          **({"max_memory": a.max_memory} if a.max_memory else {})))
-ev = stage("evaluator baselines + cache", lambda: Evaluator(model, task, g, batch_size=20, **kw))
+budget = {"max_memory": a.max_memory} if a.max_memory else {}   # (an older checkout's Evaluator may not take it)
+attr = stage("attribution EAP-IG(5)", lambda: attribute(model, task, g, steps=5, batch_size=20, progress=False, **budget))
+ev = stage("evaluator baselines + cache", lambda: Evaluator(
+    model, task, g, batch_size=20, **(budget if "max_memory" in Evaluator.__init__.__code__.co_varnames else {})))
 ks = [200, 2000, 20000][:a.points]
 for k in ks: stage(f"patched pass, top {k} edges", lambda: ev.metrics([attr.top_k(k)]))
 info = dict(library=sparse_circuits.__file__, threads=a.threads, tokens=list(next(task.batches(20)).clean.shape),

@@ -18,8 +18,8 @@ from .core import as_float, as_int, compute_dtype, memory_budget
 from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
-from .trace import (Reads, circuit_plans, logits_at_answers, pass_bytes, patched_forward, read_forward,
-                                   remote_errors, resolve_remote, rows_per_pass, run_device)
+from .trace import (Reads, circuit_plans, logits_at_answers, pass_bytes, patch_rows, patched_forward,
+                                   read_forward, remote_errors, resolve_remote, run_device)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve',
@@ -54,8 +54,7 @@ class Evaluator:
         self.cache_corrupted = bool(cache_corrupted and not self.remote and cache + max(pb["patch"] for pb in pbs) <= budget)
         parts = []
         for b, pb in zip(batches, pbs):
-            rows = (rows_per_pass(len(b), pb["patch"], budget, fixed=cache) if self.cache_corrupted
-                    else rows_per_pass(len(b), pb["patch"] + pb["cache"], budget))
+            rows = patch_rows(len(b), pb, budget, cache if self.cache_corrupted else None)
             parts += [b.rows(r0, r0 + rows) for r0 in range(0, len(b), rows)]
         self.memory = dict(budget=budget, cache_bytes=cache if self.cache_corrupted else 0, cached=self.cache_corrupted,
                            rows_per_pass=sorted({len(p) for p in parts}), passes_per_circuit=len(parts))

@@ -32,7 +32,7 @@ from .models import (RELEASED, load_model, load_nanogpt, load_released, read_che
 from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
 from .sparse_attention import attention_density, is_sparse
 from .tasks import make_task
-from .trace import pass_bytes, rows_per_pass
+from .trace import pass_bytes, patch_rows, rows_per_pass
 from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
@@ -287,9 +287,9 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | Non
         pb = pass_bytes(s["layout"], g, seq_len, bytes_per)
         rows = rows_per_pass(panel.batch_size, pb["attribution"], budget)
         cache = panel.n_examples * pb["cache"]
-        cached = cache + pb["patch"] <= budget
-        ev_rows = rows_per_pass(panel.batch_size, pb["patch"] + (0 if cached else pb["cache"]), budget, cache if cached else 0)
-        work = max(rows * pb["attribution"], (cache if cached else 0) + ev_rows * (pb["patch"] + (0 if cached else pb["cache"])))
+        if cache + pb["patch"] > budget: cache = None        # as the Evaluator decides: recomputed with each pass
+        ev_rows = patch_rows(panel.batch_size, pb, budget, cache)
+        work = max(rows * pb["attribution"], (cache or 0) + ev_rows * (pb["patch"] + (0 if cache is not None else pb["cache"])))
         out[variant] = dict(n_edges=g.n_edges, n_heads=n_heads, n_senders=g.n_senders, n_receivers=g.n_receivers,
                             attribution_passes=per_pass_attr * n_batches * -(-panel.batch_size // rows),
                             curve_forwards=curve_fwd, head_forwards=head_fwd,

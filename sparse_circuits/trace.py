@@ -20,8 +20,8 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads', 'read_forward',
            'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans', 'active_inputs',
-           'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'resolve_remote',
-           'remote_errors', 'run_device']
+           'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'patch_rows',
+           'resolve_remote', 'remote_errors', 'run_device']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
@@ -247,6 +247,12 @@ def rows_per_pass(n_rows: int, per_row: int, budget: int, fixed: int = 0) -> int
     rows = n_rows
     while rows > 1 and rows * per_row + fixed > budget: rows = -(-rows // 2)
     return rows
+
+def patch_rows(n_rows: int, pb: dict, budget: int, cache: int | None) -> int:
+    """Rows per patched pass of an `n_rows` batch (`pb` from `pass_bytes`): beside a kept corrupted cache of `cache`
+    bytes, or, with `cache=None`, recomputing the batch's corrupted reads in each pass."""
+    if cache is None: return rows_per_pass(n_rows, pb["patch"] + pb["cache"], budget)
+    return rows_per_pass(n_rows, pb["patch"], budget, fixed=cache)
 
 # %% ../nbs/06_trace.ipynb #3162bd6e
 def resolve_remote(model, remote=None):
