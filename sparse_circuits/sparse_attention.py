@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, GPT2Config, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from .core import GATE_RECORDER, as_float, unwrap
+from .core import GATE_RECORDER, as_float, as_int, unwrap
 
 # %% auto #0
 __all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_forward', 'register', 'make_sparse', 'is_sparse',
@@ -56,10 +56,12 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     T, S = scores.shape[-2:]
     mask = attention_mask[..., :S] if attention_mask is not None else None
     allowed = _allowed(mask, T, S, scores.device)
-    probs = F.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+    probs = F.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)   # NaN in rows with no key allowed
     bias = float(getattr(module.config, GATE_BIAS_KEY, 0.0))
     m, g = gate_mask(scores, bias, module.training)
-    weights = (probs * m * allowed).to(value.dtype)
+    if module.training: weights = (probs.nan_to_num(0.0) * m * allowed).to(value.dtype)
+    else:   # the same numbers and gradients, with one bool [B, H, T, S] kept for the backward instead of three floats
+        weights = probs.masked_fill(~(allowed & m.bool()), 0.0).to(value.dtype)
     if dropout > 0.0: weights = F.dropout(weights, p=dropout, training=module.training)
     rec = _RECORDER.get()
     if rec is not None: rec._add(module, g, allowed)
@@ -146,8 +148,9 @@ class Density:
     def __repr__(self): return f"Density(overall={self.overall:.4f}, per_layer={[round(x, 4) for x in self.per_layer.tolist()]})"
 
 @torch.no_grad()
-def attention_density(model, batch, attention_mask: torch.Tensor | None = None) -> Density:
-    "Attention density of a sparse `model` on `batch` (a tasks `Batch`, or input ids `[B, T]` with `attention_mask`)."
+def attention_density(model, batch, attention_mask: torch.Tensor | None = None, rows: int | None = None) -> Density:
+    """Attention density of a sparse `model` on `batch` (a tasks `Batch`, or input ids `[B, T]` with `attention_mask`),
+    counted over forwards of at most `rows` rows (default: the whole batch in one) to bound memory."""
     hf = unwrap(model)
     if not is_sparse(hf):
         raise ValueError("attention_density needs a model with sparse attention (see make_sparse / load_sparse); "
@@ -156,15 +159,17 @@ def attention_density(model, batch, attention_mask: torch.Tensor | None = None) 
     else: ids = batch
     if not torch.is_tensor(ids) or ids.ndim != 2:
         raise ValueError(f"batch must be a tasks.Batch or input ids of shape [batch, seq], got {type(ids).__name__}.")
+    rows = ids.shape[0] if rows is None else as_int(rows, "rows", 1)
     dev = next(hf.parameters()).device
     ids = ids.to(dev)
     attention_mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(dev)
-    was_training = hf.training
+    was_training, kept, pairs = hf.training, 0, 0
     hf.eval()
     try:
-        with record_gates(attention_mask) as rec:
-            hf(ids, attention_mask=attention_mask)
+        for r0 in range(0, ids.shape[0], rows):
+            with record_gates(attention_mask[r0:r0 + rows]) as rec:
+                hf(ids[r0:r0 + rows], attention_mask=attention_mask[r0:r0 + rows])
+            kept, pairs = kept + rec.stacked("kept").cpu(), pairs + rec.stacked("pairs").cpu()   # counts: exact sums
     finally: hf.train(was_training)
-    kept, pairs = rec.stacked("kept").cpu(), rec.stacked("pairs").cpu()
     return Density(kept / pairs.clamp(min=1), kept.sum(1) / pairs.sum(1).clamp(min=1),
                    float(kept.sum() / pairs.sum().clamp(min=1)), int(pairs[0, 0]))
