@@ -20,8 +20,8 @@ from .architectures import Layout, norm_vjp
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
-from .trace import (logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors, resolve_remote,
-                                   rows_per_pass, run_device)
+from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors,
+                                   resolve_remote, rows_per_pass, run_device)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_cotangents', 'accumulate_scores', 'batch_scores', 'NonFiniteScoresError',
@@ -190,8 +190,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
             pb = pass_bytes(lay, graph, b.clean.shape[1], torch.finfo(dtype).bits // 8)
             rows = rows_per_pass(len(b), pb["attribution"], budget)
             row_counts.add(rows)
-            per_pass = ig_batch or (1 if device.type == "cpu" else   # on CPUs one step per pass is as fast, in less memory
-                                    max(1, min(n_steps, 1 + (budget - rows * pb["attribution"]) // max(rows * pb["ig_step"], 1))))
+            per_pass = ig_steps_per_pass(device, n_steps, rows, pb, budget, ig_batch)
             for r0 in range(0, len(b), rows):
                 total += batch_scores(model, lay, graph, metric_fn, b.rows(r0, r0 + rows), method, n_steps, remote,
                                       dtype, per_pass).to(device)

@@ -65,8 +65,9 @@ def _run(args):
             try: parse_bytes(args.max_memory)
             except ValueError as e: raise ConfigError(f"--max-memory: {e}") from None
             for p in cfg.panels: p.max_memory = args.max_memory
+        if args.seq_len is not None and args.seq_len < 1: raise ConfigError(f"--seq-len must be >= 1, got {args.seq_len}.")
         if args.dry_run:
-            dry_run(cfg); return 0
+            dry_run(cfg, seq_len=args.seq_len); return 0
         out = Path(args.out or Path("runs") / Path(args.config).stem)
         s = run(cfg, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
     except _user_errors() as e:
@@ -140,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="path of the configuration file (.toml)")
     r.add_argument("--out", help="output folder (default: runs/<config name>)")
     r.add_argument("--dry-run", action="store_true", help="validate the configuration offline and print graph sizes, "
-                   "passes and memory per panel, without loading any weights")
+                   "passes and memory per panel, without loading any model's weights")
+    r.add_argument("--seq-len", type=int, help="with --dry-run: the prompts' length in tokens to estimate with (default: "
+                   "each panel's own prompts where its tokenizer is at hand offline, else 64)")
     r.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--retrain", action="store_true", help="train the toy models of the [toy] recipe from scratch, even if "

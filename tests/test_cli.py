@@ -53,6 +53,25 @@ def test_dry_run_memory_estimate_follows_the_budget():
     assert out.returncode == 2 and "--max-memory" in out.stderr
 
 
+def test_dry_run_estimates_at_the_prompts_length():
+    "By default each panel is sized at its own prompts' length (the toy's tokenizer is offline); --seq-len overrides it."
+    def rows(*extra):
+        out = sc("run", ROOT / "configs" / "demo.toml", "--dry-run", *extra)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        head = [l.split() for l in lines if "n_edges" in l][0]
+        return {(l.split()[0], l.split()[1]): dict(zip(head[2:], l.split()[-len(head) + 2:])) for l in lines
+                if l.split()[:1] and l.split()[0][:2].isdigit()}
+    own, short, long = rows(), rows("--seq-len", "16"), rows("--seq-len", "200")
+    lens = {k[0]: int(v["seq_len"]) for k, v in own.items()}
+    assert lens["03-ioi-long"] > lens["00-greater-than"] > 16, lens
+    assert {int(v["seq_len"]) for v in short.values()} == {16} and {int(v["seq_len"]) for v in long.values()} == {200}
+    k = ("03-ioi-long", "sparse")
+    assert float(short[k]["memory_gb"]) < float(own[k]["memory_gb"]) < float(long[k]["memory_gb"])
+    out = sc("run", ROOT / "configs" / "demo.toml", "--dry-run", "--seq-len", "0")
+    assert out.returncode == 2 and "--seq-len" in out.stderr
+
+
 def test_bad_config_names_the_field(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[panels]]\ntask = "ioi"\ndense = { hub = "gpt2" }\nsparse = { hub = "gpt2" }\nbatch_size = "big"\n')
