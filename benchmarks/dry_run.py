@@ -19,8 +19,8 @@ a = ap.parse_args()
 import torch
 torch.set_num_threads(a.threads)
 from sparse_circuits.config import parse_config
-from sparse_circuits.core import memory_budget, parse_bytes, resolve_device
-from sparse_circuits.experiment import ModelCache, estimate_panel, run_panel
+from sparse_circuits.core import memory_budget, resolve_device
+from sparse_circuits.experiment import ModelCache, estimate_panel, prompt_len, run_panel
 
 def panels(cfg):
     if a.max_memory:
@@ -31,12 +31,7 @@ if a.child is not None:         # one panel, in this fresh process
     cfg = parse_config(a.config)
     p = panels(cfg)[a.child]
     cache = ModelCache(cfg.toy, progress=False)
-    lens = {}
-    for v in ("dense", "sparse"):     # the padded length of the panel's prompts, as each model's tokenizer makes them
-        from sparse_circuits.tasks import make_task
-        t = make_task(p.task, cache.get(getattr(p, v), p).tokenizer, n=p.n_examples, seed=p.seed,
-                      prepend_bos=p.prepend_bos, **p.task_options)
-        lens[v] = max(b.clean.shape[1] for b in t.batches(p.batch_size))
+    lens = {v: prompt_len(p, v) for v in ("dense", "sparse")}   # the padded length the run's prompts will have
     t0 = time.perf_counter()
     _, summary = run_panel(p, cache, progress=False)
     print(json.dumps(dict(seq_len=lens, seconds=round(time.perf_counter() - t0, 1),
