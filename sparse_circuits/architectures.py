@@ -16,7 +16,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'REFUSED', 'Architecture', 'register_architecture', 'supported_model_types', 'architecture_for',
-           'tiny_config', 'tiny_hf_model', 'get_path', 'QKV', 'NormParams', 'Layout', 'norm_forward', 'norm_vjp']
+           'tiny_config', 'tiny_hf_model', 'get_path', 'QKV', 'NormParams', 'Layout', 'norm_forward', 'norm_stats',
+           'norm_vjp', 'norm_vjp_heads']
 
 # %% ../nbs/02_architectures.ipynb #14af347f
 @dataclass(frozen=True)
@@ -281,21 +282,42 @@ def norm_forward(x: torch.Tensor, params: NormParams, kind: str, dtype=torch.flo
     if kind == "layernorm": return F.layer_norm(x, d, w, None if b is None else b.to(dtype), eps)
     return F.rms_norm(x, d, w, eps)
 
+def norm_stats(x: torch.Tensor, kind: str, eps: float, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    "The normalised input `xh` (centred first for a LayerNorm) and `rstd`, one over the std (`[..., 1]`), of a norm at input `x`."
+    x = x.to(dtype)
+    if kind == "layernorm": x = x - x.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return x * rstd, rstd
+
 def norm_vjp(x: torch.Tensor, gy: torch.Tensor, params: NormParams, kind: str, dtype=torch.float32) -> torch.Tensor:
     """Vector-Jacobian product of the norm at input `x` (`[..., d]`) with cotangents `gy` (`[R, ..., d]`: one per
     receiver that applies the norm to that same input); returns `[R, ..., d]` in `dtype`. The `R`-sized work is
-    one new tensor updated in place (attribution calls this for every attention norm, with `R = H + 2G` receivers)."""
+    one new tensor updated in place."""
     w, _, eps = params
-    x = x.to(dtype)
+    xh, rstd = norm_stats(x, kind, eps, dtype)
     g = gy.to(dtype) * w.to(dtype) if w is not None else gy.to(dtype, copy=True)
-    if kind == "layernorm":
-        x = x - x.mean(-1, keepdim=True)
-        g -= g.mean(-1, keepdim=True)
-    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    xh = x * rstd
+    if kind == "layernorm": g -= g.mean(-1, keepdim=True)
     dot = torch.linalg.vecdot(g, xh).unsqueeze(-1).div_(x.shape[-1])      # mean over d of g * xh
     g.addcmul_(xh, dot, value=-1.0)
     return g.mul_(rstd)
+
+# %% ../nbs/02_architectures.ipynb #85734d06
+def norm_vjp_heads(x: torch.Tensor, gz: torch.Tensor, W: torch.Tensor, params: NormParams, kind: str,
+                   dtype=torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`norm_vjp(x, gy)` for the cotangents `gy[h] = gz[..., h, :] @ W[h].T` of `n` heads, without forming `gy`:
+    `x` `[..., d]`, `gz` `[..., n, e]`, `W` `[n, d, e]`; returns `[n, ..., d]` in `dtype`, written into `out` (a
+    contiguous `[n, positions, d]` tensor) if given. Values only: nothing here is differentiated."""
+    w, _, eps = params
+    xh, rstd = norm_stats(x.detach(), kind, eps, dtype)
+    n, d, e = W.shape
+    W = W.detach().to(dtype) if w is None else W.detach().to(dtype) * w.detach().to(dtype)[:, None]
+    if kind == "layernorm": W = W - W.mean(1, keepdim=True)                # centred columns: centred products
+    gs = (gz.detach().reshape(-1, n, e).to(dtype) * rstd.reshape(-1, 1, 1)).transpose(0, 1)
+    out = torch.bmm(gs, W.transpose(1, 2), out=out)                            # [n, positions, d]
+    xh = xh.reshape(-1, d)
+    dot = torch.einsum("rnd,nd->rn", out, xh).div_(d)                          # mean over d of g * xh
+    out.addcmul_(xh, dot.unsqueeze(-1), value=-1.0)
+    return out.view(n, *x.shape)
 
 # %% ../nbs/02_architectures.ipynb #d43cd479
 @patch

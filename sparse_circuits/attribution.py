@@ -16,7 +16,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .architectures import Layout, norm_vjp
+from .architectures import Layout, norm_vjp, norm_vjp_heads
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
@@ -24,34 +24,42 @@ from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, read_forwa
                                    resolve_remote, rows_per_pass, run_device)
 
 # %% auto #0
-__all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_cotangents', 'accumulate_scores', 'batch_scores', 'NonFiniteScoresError',
-           'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib']
+__all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
+           'NonFiniteScoresError', 'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib']
 
 # %% ../nbs/07_attribution.ipynb #d1b039c8
-def attn_cotangents(lay: Layout, block, grads: list, dtype=torch.float32) -> torch.Tensor:
-    "Per-receiver cotangents at the attention norm's output, `[H + 2G, b, s, d]`, from the q/k/v projection gradients."
+def attn_receiver_grads(lay: Layout, block, resid: torch.Tensor, grads: list, dtype=torch.float32,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradients at the attention receivers' own copies of `resid` (the residual entering `block`'s attention norm),
+    `[H + 2G, positions, d]`, from the gradients at its q/k/v projections' outputs; into `out` if given."""
     gq, gk, gv = lay.split_qkv(grads)
-    W = lay.qkv_weights(block)
-    return torch.cat([torch.einsum("bshe,hde->hbsd", gq.to(dtype), W.Wq.to(dtype)),
-                      torch.einsum("bsge,gde->gbsd", gk.to(dtype), W.Wk.to(dtype)),
-                      torch.einsum("bsge,gde->gbsd", gv.to(dtype), W.Wv.to(dtype))])
+    W, params = lay.qkv_weights(block), lay.norm_params(lay.attn_norm(block))
+    R, d = lay.n_heads + 2 * lay.n_kv_heads, resid.shape[-1]
+    out = torch.empty(R, resid[..., 0].numel(), d, dtype=dtype, device=resid.device) if out is None else out
+    i = 0
+    for gz, Wm in ((gq, W.Wq), (gk, W.Wk), (gv, W.Wv)):
+        norm_vjp_heads(resid, gz, Wm, params, lay.arch.norm, dtype, out=out[i:i + len(Wm)])
+        i += len(Wm)
+    return out
 
+# %% ../nbs/07_attribution.ipynb #09a32c4a
 def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads, g_final, dtype=torch.float32, n_copies: int = 1):
     """Add `sum_{b,pos,d} delta_u * dm/dx_r` to `scores [n_senders, n_receivers]`; `delta` is `[n_senders, b*pos*d]`.
     With `n_copies` > 1 the batch holds that many copies of the examples (EAP-IG steps run together): their
     per-receiver gradients are summed first, so the contraction with `delta` is done once."""
     blocks = lay.layers(model)
-    fold = lambda G: G.reshape(G.shape[0], n_copies, -1).sum(1)          # [R, n_copies * b*pos*d] -> [R, b*pos*d]
+    fold = lambda G: G.reshape(G.shape[0], n_copies, -1).sum(1) if n_copies > 1 else G.reshape(G.shape[0], -1)
     G = norm_vjp(reads.final.resid, g_final[None], lay.norm_params(lay.final_norm(model)), lay.arch.norm, dtype)
     scores[:, g.logits_receiver] += delta @ fold(G)[0]
+    buf = None                                                          # the attention receivers' gradients, reused
     for l in range(lay.n_layers):
         blk, anch, gr = blocks[l], reads.layers[l], grads[l]
         G = norm_vjp(anch.resid_mid, gr.mlp_in[None], lay.norm_params(lay.mlp_norm(blk)), lay.arch.norm, dtype)
         U = g.senders_before_mlp(l)
         scores[:U, g.mlp_receiver(l)] += delta[:U] @ fold(G)[0]
-        G = norm_vjp(anch.resid_pre, attn_cotangents(lay, blk, gr.qkv, dtype), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
+        buf = attn_receiver_grads(lay, blk, anch.resid_pre, gr.qkv, dtype, out=buf)
         U = g.senders_before_attn(l)
-        scores[:U, g.attn_receivers(l)] += delta[:U] @ fold(G).T
+        scores[:U, g.attn_receivers(l)] += delta[:U] @ fold(buf).T
     return scores
 
 # %% ../nbs/07_attribution.ipynb #3dd75178
