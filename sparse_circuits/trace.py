@@ -24,11 +24,16 @@ __all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 
            'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
-def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
-    "Per-head writes `[n_heads, batch*pos*d_model]` of `block` in `dtype`; `z` defaults to its output projection's input."
+def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-head writes `[n_heads, batch*pos*d_model]` of `block` in `dtype` (only `heads`, if given: `[len(heads), ...]`),
+    into `out` if given; `z` defaults to its output projection's input."""
     z = (lay.o_proj(block).input if z is None else z).detach().to(dtype)
-    z = z.reshape(*z.shape[:-1], lay.n_heads, lay.d_head)
-    return torch.einsum("bshe,hed->hbsd", z, lay.o_weight(block).to(dtype)).reshape(lay.n_heads, -1)
+    z = z.reshape(-1, lay.n_heads, lay.d_head).transpose(0, 1)               # [heads, batch*pos, d_head]
+    W = lay.o_weight(block).detach().to(dtype)                               # values only, never differentiated
+    if heads is not None: z, W = z[heads.to(z.device)], W[heads.to(W.device)]
+    if out is not None: out = out.view(len(W), z.shape[1], -1)
+    return torch.bmm(z, W, out=out).view(len(W), -1)
 
 # %% ../nbs/06_trace.ipynb #a8576d40
 class LayerAnchors(NamedTuple):
@@ -73,7 +78,7 @@ def read_forward(model, lay: Layout, embed_out, *, acts: bool = False, resids: b
         if resids: r.append(resid_pre.to(dtype))
         if anchors: qkv = [m.output for m in lay.qkv_modules(blk)]
         if acts and compact: zs[l] = lay.o_proj(blk).input[rows].detach().to(dtype)
-        elif acts: a[i:i + H] = head_writes(lay, blk, lay.o_proj(blk).input[rows], dtype=dtype)
+        elif acts: head_writes(lay, blk, lay.o_proj(blk).input[rows], dtype=dtype, out=a[i:i + H])
         if anchors or resids: resid_mid = lay.mlp_norm(blk).input.detach()
         if resids: r.append(resid_mid.to(dtype))
         if anchors: anch.append(LayerAnchors(resid_pre, qkv, resid_mid, lay.mlp_norm(blk).output))
@@ -102,7 +107,7 @@ def read_grads(reads: Reads) -> tuple[list, torch.Tensor]:
     return grads, g_final
 
 # %% ../nbs/06_trace.ipynb #9963bdeb
-SPARSE_PLAN_DENSITY = 0.1  # plans whose matrix is at most this dense use a sparse (CSR) product (on the CPU)
+SPARSE_PLAN_DENSITY = 0.1  # a plan's matrix is CSR where nonzeros <= this x columns x (rows + 3): cheaper on a CPU
 
 class Plan(NamedTuple):
     "How to build the inputs of the receivers of one norm for a circuit."
@@ -110,9 +115,10 @@ class Plan(NamedTuple):
                                # 'notkept': base is the current residual, active receivers subtract missing ones
     senders: torch.Tensor      # senders whose difference the matrix reads
     active: torch.Tensor       # receivers (indices within this norm's receivers) that need their own input
-    matrix: torch.Tensor       # [n_active, n_upstream] 0/1 (dense or CSR)
+    matrix: torch.Tensor       # [n_active, n_upstream] 0/1 over senders :U, or (in a CircuitPlans) over the needed
+                               # senders among them; dense or CSR
 
-def layer_plan(keep: torch.Tensor, U: int, rs, sparse: bool = True) -> Plan | None:
+def layer_plan(keep: torch.Tensor, U: int, rs) -> Plan | None:
     "The plan for receivers `rs` (a slice or one index) reading senders `:U`, or None if they keep every edge."
     k = keep[:U, rs]
     if k.dim() == 1: k = k[:, None]
@@ -122,11 +128,16 @@ def layer_plan(keep: torch.Tensor, U: int, rs, sparse: bool = True) -> Plan | No
     if len(kept) <= len(notkept): mode, idx, M = "kept", kept, k.T
     else:                         mode, idx, M = "notkept", notkept, (~k).T
     active = M.any(1).nonzero().flatten()
-    M = M[active].to(torch.float64)
-    if sparse and M.numel() and M.count_nonzero() <= SPARSE_PLAN_DENSITY * M.numel():
+    return Plan(mode, idx, active, M[active].to(torch.float64))
+
+def _compact(p: Plan | None, need: torch.Tensor, sparse: bool) -> Plan | None:
+    "The plan with a column per needed sender upstream of it (CSR where cheaper)."
+    if p is None: return None
+    M = p.matrix[:, need[:p.matrix.shape[1]]]
+    if sparse and M.numel() and M.count_nonzero() <= SPARSE_PLAN_DENSITY * M.shape[1] * (M.shape[0] + 3):
         with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long-standing
             warnings.simplefilter("ignore"); M = M.to_sparse_csr()
-    return Plan(mode, idx, active, M)
+    return p._replace(matrix=M)
 
 class CircuitPlans(NamedTuple):
     "The plans of one circuit: per block (attention, MLP), the final norm's, and the senders they read."
@@ -135,15 +146,16 @@ class CircuitPlans(NamedTuple):
     needed: torch.Tensor       # bool [n_senders]: senders whose current activation some plan reads
 
 def circuit_plans(g: Graph, keep: torch.Tensor, sparse: bool = True) -> CircuitPlans:
-    "Every plan of a circuit `keep` (bool `[n_senders, n_receivers]`)."
+    "Every plan of a circuit `keep` (bool `[n_senders, n_receivers]`), over the needed senders' differences."
     keep = keep.cpu() & g.valid
-    layers = [(layer_plan(keep, g.senders_before_attn(l), g.attn_receivers(l), sparse),
-               layer_plan(keep, g.senders_before_mlp(l), g.mlp_receiver(l), sparse)) for l in range(g.n_layers)]
-    final = layer_plan(keep, g.n_senders, g.logits_receiver, sparse)
+    layers = [(layer_plan(keep, g.senders_before_attn(l), g.attn_receivers(l)),
+               layer_plan(keep, g.senders_before_mlp(l), g.mlp_receiver(l))) for l in range(g.n_layers)]
+    final = layer_plan(keep, g.n_senders, g.logits_receiver)
     need = torch.zeros(g.n_senders, dtype=torch.bool)
     for p in [p for pair in layers for p in pair] + [final]:
         if p is not None and len(p.active): need[p.senders] = True
-    return CircuitPlans(layers, final, need)
+    layers = [(_compact(a, need, sparse), _compact(m, need, sparse)) for a, m in layers]
+    return CircuitPlans(layers, _compact(final, need, sparse), need)
 
 # %% ../nbs/06_trace.ipynb #f83bdecd
 def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
@@ -191,7 +203,8 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
     compact = corr.zs is not None
-    diff = torch.zeros(g.n_senders, cacts.shape[1], dtype=cacts.dtype, device=cacts.device) if bool(need.any()) else None
+    row = need.cumsum(0) - 1                          # a needed sender's row of diff
+    diff = torch.empty(int(need.sum()), cacts.shape[1], dtype=cacts.dtype, device=cacts.device)   # every row written
     if need[0]: diff[0] = lay.embed(model).output.detach().to(dtype).reshape(-1) - cacts[0]
     for l in range(lay.n_layers):
         blk = blocks[l]
@@ -203,13 +216,15 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
             if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff), dtype)
         s0 = g.head_sender(l, 0)
-        if bool(need[s0:s0 + lay.n_heads].any()):
+        hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
+        if len(hs):
+            rows = slice(int(row[s0 + hs[0]]), int(row[s0 + hs[0]]) + len(hs))
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
-                diff[s0:s0 + lay.n_heads] = head_writes(lay, blk, lay.o_proj(blk).input.detach().to(dtype) - corr.zs[l], dtype)
-            else: diff[s0:s0 + lay.n_heads] = head_writes(lay, blk, dtype=dtype) - cacts[s0:s0 + lay.n_heads]
+                head_writes(lay, blk, lay.o_proj(blk).input.detach().to(dtype) - corr.zs[l], dtype, hs, out=diff[rows])
+            else: diff[rows] = head_writes(lay, blk, dtype=dtype, heads=hs) - cacts[s0 + hs.to(cacts.device)]
         if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype)
         u = g.mlp_sender(l)
-        if need[u]: diff[u] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
+        if need[u]: diff[int(row[u])] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
     if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype)
     return model.output.logits
 
