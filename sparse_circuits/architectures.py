@@ -196,6 +196,7 @@ class Layout:
     def layers(self, model): return get_path(model, self.arch.layers)
     def embed(self, model): return get_path(model, self.arch.embed)
     def final_norm(self, model): return get_path(model, self.arch.final_norm)
+    def lm_head(self, model): return get_path(model, self.arch.lm_head)
     def attn_norm(self, block): return get_path(block, self.arch.attn_norm)
     def mlp_norm(self, block): return get_path(block, self.arch.mlp_norm)
     def qkv_modules(self, block) -> list: return [get_path(block, p) for p in self.arch.qkv]

@@ -21,7 +21,7 @@ from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
 from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors,
-                                   resolve_remote, rows_per_pass, run_device)
+                                   resolve_remote, rows_per_pass, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
@@ -66,8 +66,8 @@ def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads,
 def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str, steps: int, remote, dtype=torch.float32,
                  ig_batch: int | None = None):
     """Summed (not yet averaged) edge scores of one batch, `[n_senders, n_receivers]` in `dtype`. EAP-IG runs
-    `ig_batch` interpolation steps per forward+backward pass (default: all of them). Logits are computed at the
-    answer positions only, and the activation differences overwrite the activations they come from."""
+    `ig_batch` interpolation steps per forward+backward pass (default: all of them). Logits are computed at each
+    row's answer position only, and the activation differences overwrite the activations they come from."""
     n = b.clean.shape[0]
     chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
     kw, mb = logits_at_answers(b)
@@ -84,7 +84,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                 reads = read_forward(model, lay, e, acts=True, anchors=True, dtype=dtype)
                 delta = acts_corr.sub_(reads.acts)                        # corrupted - clean, in place
                 reads = reads._replace(acts=None)
-                metric = metric_fn(model.output.logits, mb).sum()
+                metric = metric_fn(unembed_answers(model, lay, b), mb).sum()
                 with metric.backward():
                     grads, g_final = read_grads(reads)
                 scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype)
@@ -107,7 +107,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                         delta = reads.acts.sub_(acts_clean)
                         acts_clean = None
                         reads = reads._replace(acts=None)
-                    metric = metric_fn(model.output.logits, mbm).sum()
+                    metric = metric_fn(unembed_answers(model, lay, bm), mbm).sum()
                     with metric.backward():
                         grads, g_final = read_grads(reads)
                     scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m)

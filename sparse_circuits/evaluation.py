@@ -19,7 +19,7 @@ from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
 from .trace import (Reads, circuit_plans, logits_at_answers, pass_bytes, patch_rows, patched_forward,
-                                   read_forward, remote_errors, resolve_remote, run_device)
+                                   read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve',
@@ -38,6 +38,7 @@ class Evaluator:
         self.device, self.dtype = run_device(model, self.remote), compute_dtype(model)
         self.metric_fn = task.spec.metric
         self.batches = self._plan(list(task.batches(self.batch_size, device=self.device)), cache_corrupted, max_memory)
+        self.answer_logits_only = answer_logits_only
         self._kw = [(logits_at_answers(b) if answer_logits_only else (dict(attention_mask=b.attention_mask), b))
                     for b in self.batches]
         self._cache = {}
@@ -60,6 +61,10 @@ class Evaluator:
                            rows_per_pass=sorted({len(p) for p in parts}), passes_per_circuit=len(parts))
         return parts
 
+    def _logits(self, b):
+        "Inside a trace of batch `b`: the logits its metric reads (the answer positions' only, unless turned off)."
+        return unembed_answers(self.model, self.layout, b) if self.answer_logits_only else self.model.output.logits
+
     def _baselines(self):
         clean, corrupt = [], []
         m, lay, dt = self.model, self.layout, self.dtype
@@ -68,10 +73,10 @@ class Evaluator:
                 kw, mb = self._kw[i]
                 with torch.no_grad(), m.session(remote=self.remote):
                     with m.trace(b.clean, **kw):
-                        mc = self.metric_fn(m.output.logits, mb).to(dt).save()
+                        mc = self.metric_fn(self._logits(b), mb).to(dt).save()
                     with m.trace(b.corrupted, **kw):
                         rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
-                        mk = self.metric_fn(m.output.logits, mb).to(dt).save()
+                        mk = self.metric_fn(self._logits(b), mb).to(dt).save()
                         if self.cache_corrupted: acts, res, zs = rd.acts.save(), rd.resids.save(), rd.zs.save()
                 self.n_forward += 2
                 if self.cache_corrupted: self._cache[i] = Reads(acts, res, None, None, zs)
@@ -102,7 +107,7 @@ class Evaluator:
                     results = []
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):
-                            logits = patched_forward(m, lay, g, plans, corr, dt)
+                            logits = patched_forward(m, lay, g, plans, corr, dt, b if self.answer_logits_only else None)
                             results.append(self.metric_fn(logits, mb).to(dt))
                     res = torch.stack(results).save()
                 self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)

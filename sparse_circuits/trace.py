@@ -20,8 +20,8 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads',
            'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans',
-           'active_inputs', 'patched_forward', 'logits_at_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass',
-           'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device']
+           'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes',
+           'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -197,9 +197,9 @@ def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype):
     X = active_inputs(plan, base, diff)[0] if len(plan.active) else base
     norm.input = X.to(resid.dtype)
 
-def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32):
+def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's `acts` and
-    `resids` (`corr`); returns the model's logits."""
+    `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`)."""
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
     compact = corr.zs is not None
@@ -226,13 +226,20 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
         u = g.mlp_sender(l)
         if need[u]: diff[int(row[u])] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
     if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype)
-    return model.output.logits
+    return unembed_answers(model, lay, answers) if answers is not None else model.output.logits
 
 # %% ../nbs/06_trace.ipynb #3fc7a091
 def logits_at_answers(b) -> tuple[dict, object]:
-    "(trace kwargs computing logits only at the batch's answer positions, the batch with those positions renumbered)."
-    pos = torch.unique(b.answer_pos)                                   # sorted
-    return dict(attention_mask=b.attention_mask, logits_to_keep=pos), replace(b, answer_pos=torch.searchsorted(pos, b.answer_pos))
+    """(trace kwargs that unembed one position per row, the batch with its answer positions renumbered to that one);
+    inside the trace, `unembed_answers(model, lay, b)` makes it each row's answer position."""
+    return dict(attention_mask=b.attention_mask, logits_to_keep=1), replace(b, answer_pos=torch.zeros_like(b.answer_pos))
+
+def unembed_answers(model, lay: Layout, b) -> torch.Tensor:
+    """Inside a trace run with `logits_at_answers(b)`'s kwargs: the unembedding reads each row's answer position of the
+    final norm's output (`b`: the batch with its real answer positions); returns the logits `[batch, 1, vocab]`."""
+    h = lay.final_norm(model).output
+    lay.lm_head(model).input = h[torch.arange(h.shape[0], device=h.device), b.answer_pos.to(h.device)][:, None]
+    return model.output.logits
 
 # %% ../nbs/06_trace.ipynb #d30af6f0
 def ffn_size(lay: Layout) -> int:
