@@ -21,7 +21,7 @@ from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
 from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors,
-                                   resolve_remote, rows_per_pass, run_device, unembed_answers)
+                                   release_passes, resolve_remote, rows_per_pass, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
@@ -202,6 +202,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
             for r0 in range(0, len(b), rows):
                 total += batch_scores(model, lay, graph, metric_fn, b.rows(r0, r0 + rows), method, n_steps, remote,
                                       dtype, per_pass).to(device)
+                release_passes()                 # the pass's tensors, held by nnsight's cycles, before the next pass
             bar.update(n_steps)
     bar.close()
     scores = (total / (len(task) * n_steps)).masked_fill(~graph.valid.to(device), 0.0)

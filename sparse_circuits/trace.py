@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,8 @@ from .graph import Graph
 __all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads',
            'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans',
            'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes',
-           'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device']
+           'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device',
+           'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -324,3 +326,8 @@ def run_device(model, remote) -> torch.device:
     if remote is True: return torch.device("cpu")
     if getattr(model, "dispatched", True) is False: model.dispatch()   # a meta model (remote=True) run here
     return device_of(model)
+
+# %% ../nbs/06_trace.ipynb #397c63a4
+def release_passes():
+    "Free the tensors that finished nnsight passes still hold through reference cycles (a full cyclic collection)."
+    gc.collect()
