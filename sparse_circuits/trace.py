@@ -329,5 +329,5 @@ def run_device(model, remote) -> torch.device:
 
 # %% ../nbs/06_trace.ipynb #397c63a4
 def release_passes():
-    "Free the tensors that finished nnsight passes still hold through reference cycles (a full cyclic collection)."
-    gc.collect()
+    "Free the tensors that finished nnsight passes still hold through reference cycles (the young generations' collection)."
+    gc.collect(1)
