@@ -279,7 +279,8 @@ def rows_per_pass(n_rows: int, per_row: int, budget: int, fixed: int = 0) -> int
 
 def ig_steps_per_pass(device: torch.device, n_steps: int, rows: int, pb: dict, budget: int, ig_batch: int | None = None) -> int:
     """EAP-IG steps run together in one attribution pass of `rows` rows: `ig_batch` where given, one on a CPU (where
-    batching them measured no faster, for more memory: benchmarks/attribution.txt), else as many as the budget holds."""
+    batching them measured 10% faster for 1.6x the memory, and memory is what bounds a CPU run:
+    benchmarks/attribution.txt), else as many as the budget holds."""
     if ig_batch: return max(1, min(ig_batch, n_steps))
     if device.type == "cpu": return 1
     return max(1, min(n_steps, 1 + (budget - rows * pb["attribution"]) // max(rows * pb["ig_step"], 1)))
