@@ -304,12 +304,13 @@ def norm_vjp(x: torch.Tensor, gy: torch.Tensor, params: NormParams, kind: str, d
 
 # %% ../nbs/02_architectures.ipynb #85734d06
 def norm_vjp_heads(x: torch.Tensor, gz: torch.Tensor, W: torch.Tensor, params: NormParams, kind: str,
-                   dtype=torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+                   dtype=torch.float32, out: torch.Tensor | None = None, stats: tuple | None = None) -> torch.Tensor:
     """`norm_vjp(x, gy)` for the cotangents `gy[h] = gz[..., h, :] @ W[h].T` of `n` heads, without forming `gy`:
     `x` `[..., d]`, `gz` `[..., n, e]`, `W` `[n, d, e]`; returns `[n, ..., d]` in `dtype`, written into `out` (a
-    contiguous `[n, positions, d]` tensor) if given. Values only: nothing here is differentiated."""
+    contiguous `[n, positions, d]` tensor) if given; `stats`: `norm_stats` of `x`, if already computed. Values only:
+    nothing here is differentiated."""
     w, _, eps = params
-    xh, rstd = norm_stats(x.detach(), kind, eps, dtype)
+    xh, rstd = norm_stats(x.detach(), kind, eps, dtype) if stats is None else stats
     n, d, e = W.shape
     W = W.detach().to(dtype) if w is None else W.detach().to(dtype) * w.detach().to(dtype)[:, None]
     if kind == "layernorm": W = W - W.mean(1, keepdim=True)                # centred columns: centred products

@@ -16,7 +16,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .architectures import Layout, norm_vjp, norm_vjp_heads
+from .architectures import Layout, norm_stats, norm_vjp, norm_vjp_heads
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
@@ -36,9 +36,9 @@ def attn_receiver_grads(lay: Layout, block, resid: torch.Tensor, grads: list, dt
     W, params = lay.qkv_weights(block), lay.norm_params(lay.attn_norm(block))
     R, d = lay.n_heads + 2 * lay.n_kv_heads, resid.shape[-1]
     out = torch.empty(R, resid[..., 0].numel(), d, dtype=dtype, device=resid.device) if out is None else out
-    i = 0
+    stats, i = norm_stats(resid.detach(), lay.arch.norm, params.eps, dtype), 0      # once for q, k and v
     for gz, Wm in ((gq, W.Wq), (gk, W.Wk), (gv, W.Wv)):
-        norm_vjp_heads(resid, gz, Wm, params, lay.arch.norm, dtype, out=out[i:i + len(Wm)])
+        norm_vjp_heads(resid, gz, Wm, params, lay.arch.norm, dtype, out=out[i:i + len(Wm)], stats=stats)
         i += len(Wm)
     return out
 
