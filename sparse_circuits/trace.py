@@ -19,11 +19,11 @@ from .core import RemoteError, check_remote, device_of, ndif_ready
 from .graph import Graph
 
 # %% auto #0
-__all__ = ['SPARSE_PLAN_DENSITY', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors', 'FinalAnchors', 'Reads',
-           'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans',
-           'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes',
-           'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device',
-           'release_passes']
+__all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
+           'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
+           'circuit_plans', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size',
+           'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors',
+           'run_device', 'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -166,21 +166,47 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor) -> torch.T
     X = torch.addmm(base.reshape(1, -1).expand(M.shape[0], -1), M, diff[:M.shape[1]], alpha=1 if plan.mode == "kept" else -1)
     return X.view(M.shape[0], *base.shape)
 
-def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype):
-    "Write the active receivers' own q/k/v (from their inputs X) over the projection outputs of block `blk`."
+# share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
+# projected here (from its own input or the shared one) instead of the model's projection running on the shared input
+# and the active slots being overwritten: one projection's work instead of one plus the active slots' (benchmarks/evaluation.txt)
+SKIP_PROJECTION_SHARE = 0.25
+
+def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
+    "Weights `[len(idx), d_model, d_head]` and biases `[len(idx), d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads)."
     H, G = lay.n_heads, lay.n_kv_heads
+    W = lay.qkv_weights(blk)
+    sel = [idx[(idx >= lo) & (idx < hi)] - lo for lo, hi in ((0, H), (H, H + G), (H + G, H + 2 * G))]
+    w = torch.cat([w[j.to(w.device)] for w, j in zip((W.Wq, W.Wk, W.Wv), sel)]).to(dtype)
+    b = None if W.bq is None else torch.cat([b_[j.to(b_.device)] for b_, j in zip((W.bq, W.bk, W.bv), sel)]).to(dtype)
+    return w, b
+
+def _project(N: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
+    "Slots' projections `[b, s, slots, d_head]` of inputs `N`: `[slots, b, s, d]` (one per slot) or `[b, s, d]` (shared)."
+    P = torch.einsum("rbsd,rde->bsre" if N.dim() == 4 else "bsd,rde->bsre", N, w)
+    return P if b is None else P + b
+
+def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, skip_share: float | None = None):
+    """The q/k/v projections of block `blk` with the active receivers' slices computed from their own inputs `X`:
+    written over the model's outputs, or, from `skip_share` of the slots on, all computed here and the model's skipped."""
+    H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
     active = plan.active
     N = norm_forward(X, lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-    W = lay.qkv_weights(blk)
-    sel = [active[(active >= lo) & (active < hi)] - lo for lo, hi in ((0, H), (H, H + G), (H + G, H + 2 * G))]
-    Wa = torch.cat([w[j.to(w.device)] for w, j in zip((W.Wq, W.Wk, W.Wv), sel)]).to(dtype)   # active slices only
-    bias = None if W.bq is None else torch.cat([b_[j.to(b_.device)] for b_, j in zip((W.bq, W.bk, W.bv), sel)]).to(dtype)
-    P = torch.einsum("rbsd,rde->rbse", N, Wa) + (0 if bias is None else bias[:, None, None, :])
-    mods, act = lay.qkv_modules(blk), active.tolist()
+    P = _project(N, *_slot_weights(lay, blk, active, dtype))                       # [b, s, active, d_head]
+    mods = lay.qkv_modules(blk)
+    if len(active) >= (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * (H + 2 * G):
+        shared = mods[0].input                                                     # the norm's output: every projection's input
+        rest = torch.ones(H + 2 * G, dtype=torch.bool); rest[active] = False
+        rest = rest.nonzero().flatten()
+        out = torch.empty(*shared.shape[:-1], H + 2 * G, dh, dtype=dtype, device=shared.device)
+        out[:, :, active.to(out.device)] = P
+        if len(rest): out[:, :, rest.to(out.device)] = _project(shared.to(dtype), *_slot_weights(lay, blk, rest, dtype))
+        for mod, o in zip(mods, lay.join_qkv(*out.to(shared.dtype).split([H, G, G], dim=2))): mod.skip(o)
+        return
+    act = active.tolist()
     def overwrite(q, k, v):  # active receivers' slices of the per-head projections
         for i, r in enumerate(act):
             t, j = (q, r) if r < H else ((k, r - H) if r < H + G else (v, r - H - G))
-            if t is not None: t[:, :, j] = P[i].to(t.dtype)
+            if t is not None: t[:, :, j] = P[:, :, i].to(t.dtype)
         return q, k, v
     if len(mods) == 1:  # fused or interleaved q/k/v: one module
         q, k, v = (t.clone() for t in lay.split_qkv([mods[0].output]))
@@ -199,9 +225,12 @@ def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype):
     X = active_inputs(plan, base, diff)[0] if len(plan.active) else base
     norm.input = X.to(resid.dtype)
 
-def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None):
+def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
+                    skip_share: float | None = None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's `acts` and
-    `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`)."""
+    `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`).
+    `skip_share`: share of a block's q/k/v slots with their own input from which its projection is computed here
+    (default `SKIP_PROJECTION_SHARE`)."""
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
     compact = corr.zs is not None
@@ -216,7 +245,7 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             resid = norm.input
             base = cres[2 * l] if p_attn.mode == "kept" else resid.to(dtype)
             if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
-            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff), dtype)
+            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff), dtype, skip_share)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
         if len(hs):
