@@ -175,10 +175,16 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
     "Weights `[len(idx), d_model, d_head]` and biases `[len(idx), d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads)."
     H, G = lay.n_heads, lay.n_kv_heads
     W = lay.qkv_weights(blk)
-    sel = [idx[(idx >= lo) & (idx < hi)] - lo for lo, hi in ((0, H), (H, H + G), (H + G, H + 2 * G))]
-    w = torch.cat([w[j.to(w.device)] for w, j in zip((W.Wq, W.Wk, W.Wv), sel)]).to(dtype)
-    b = None if W.bq is None else torch.cat([b_[j.to(b_.device)] for b_, j in zip((W.bq, W.bk, W.bv), sel)]).to(dtype)
-    return w, b
+    Wq = W.Wq
+    w = torch.empty(len(idx), *Wq.shape[1:], dtype=Wq.dtype, device=Wq.device)   # gathered straight into one tensor
+    b = None if W.bq is None else torch.empty(len(idx), Wq.shape[-1], dtype=W.bq.dtype, device=Wq.device)
+    i = 0
+    for lo, (wm, bm) in zip((0, H, H + G), ((W.Wq, W.bq), (W.Wk, W.bk), (W.Wv, W.bv))):
+        j = (idx[(idx >= lo) & (idx < lo + len(wm))] - lo).to(Wq.device)
+        torch.index_select(wm, 0, j, out=w[i:i + len(j)])
+        if b is not None: torch.index_select(bm, 0, j, out=b[i:i + len(j)])
+        i += len(j)
+    return w.to(dtype), None if b is None else b.to(dtype)
 
 def _project(N: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
     "Slots' projections `[b, s, slots, d_head]` of inputs `N`: `[slots, b, s, d]` (one per slot) or `[b, s, d]` (shared)."
