@@ -200,8 +200,10 @@ def _no_dropout(hf):
     for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop"): setattr(hf.config, k, 0.0)
 
 def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = True) -> dict:
-    "Train the dense and the sparse toy model of `cfg` from scratch into folder `root` (atomically); returns the info."
+    """Train the dense and the sparse toy model of `cfg` from scratch into folder `root` (atomically); returns the info.
+    Both trainings checkpoint into `<root>.checkpoints` (removed when the models are written): a stopped run resumes."""
     tok = toy_tokenizer()
+    ckpts = Path(str(root) + ".checkpoints")
     t_all = time.perf_counter()
     t0 = time.perf_counter()
     train, held_rows, info = toy_data(cfg)
@@ -209,7 +211,7 @@ def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = Tru
     dense = _toy_gpt2(cfg, len(tok))
     t0 = time.perf_counter()
     log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                   device=device, progress=progress)
+                   device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
     info["train_seconds"] = round(time.perf_counter() - t0, 1)
     _no_dropout(dense)  # dropout is for training the dense model only
     info["dense_loss"] = eval_loss(dense, held_rows)
@@ -217,7 +219,8 @@ def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = Tru
     t0 = time.perf_counter()
     res = sparsify(sparse, train, eval_data=held_rows, steps=max(cfg.sparsify_steps, 1), lr=cfg.sparsify_lr,
                    batch_size=cfg.batch_size, slack=cfg.slack, lambda_lr=cfg.lambda_lr, gate_bias=cfg.gate_bias,
-                   distill=cfg.distill, seed=cfg.seed, device=device, progress=progress)
+                   distill=cfg.distill, seed=cfg.seed, device=device, progress=progress,
+                   checkpoint_dir=ckpts / "sparsify", checkpoint_every=100)
     info["sparsify_seconds"] = round(time.perf_counter() - t0, 1)
     info.update(sparse_loss=res.final["eval_loss"], target_loss=res.target_loss, bound=res.bound,
                 density=attention_density(sparse, held_rows[:64]).overall, config=dataclasses.asdict(cfg), key=cfg.key(),
@@ -229,6 +232,7 @@ def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = Tru
         info["files"] = {f"{n}/{p.name}": sha256_file(p) for n in ("dense", "sparse") for p in sorted((tmp / n).iterdir())}
         (tmp / "info.json").write_text(json.dumps(info, indent=1))
     atomic_dir(Path(root), build)
+    shutil.rmtree(ckpts, ignore_errors=True)
     return info
 
 # %% ../nbs/10_toy.ipynb #14deb4ef

@@ -23,8 +23,9 @@ from .core import as_float, as_int, atomic_write, resolve_device, unwrap
 from .sparse_attention import is_sparse, make_sparse, record_gates
 
 # %% auto #0
-__all__ = ['DOCSTRING_PACKAGES', 'STORY_PROMPTS', 'CHECKPOINT', 'step_batch', 'lm_loss', 'eval_loss', 'docstring_corpus',
-           'sample_corpus', 'train_lm', 'repeat_corpus', 'SparsifyResult', 'tensor_fingerprint', 'sparsify']
+__all__ = ['DOCSTRING_PACKAGES', 'STORY_PROMPTS', 'TRAIN_CHECKPOINT', 'CHECKPOINT', 'step_batch', 'lm_loss', 'eval_loss',
+           'docstring_corpus', 'sample_corpus', 'tensor_fingerprint', 'train_lm', 'repeat_corpus', 'SparsifyResult',
+           'sparsify']
 
 # %% ../nbs/09_training.ipynb #207b7ad4
 def _check_data(data, name="data") -> torch.Tensor:
@@ -144,23 +145,73 @@ def sample_corpus(model, tokenizer, n_rows: int, seq_len: int = 64, prompts=STOR
     hf.train(was_training)
     return torch.cat(rows)
 
+# %% ../nbs/09_training.ipynb #8fee3e26
+def tensor_fingerprint(*tensors_or_dicts) -> str:
+    "Short SHA-256 of tensors (or state dicts: names and tensors), for recording which data and weights a run used."
+    h = hashlib.sha256()
+    for x in tensors_or_dicts:
+        items = sorted(x.items()) if isinstance(x, dict) else [("", x)]
+        for k, t in items:
+            h.update(k.encode()); t = t.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+def _check_resume(saved: dict, now: dict, path):
+    "A checkpoint resumes only the run it was written by: same settings, data and starting weights."
+    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{path} was written by a run with other settings ({lines}). Resuming would continue that run "
+                         "with these settings silently; rerun with its settings, or resume=False (or another "
+                         "checkpoint_dir) to start over.")
+
+def _load_checkpoint(ckpt: Path | None, resume: bool, settings: dict, dev) -> dict | None:
+    "The checkpoint at `ckpt` if there is one to resume (checked against `settings`), else None."
+    if ckpt is None or not resume or not ckpt.exists(): return None
+    state = torch.load(ckpt, map_location=dev, weights_only=True)
+    _check_resume(state.get("settings", {}), settings, ckpt)
+    return state
+
+def _save_checkpoint(ckpt: Path, state: dict):
+    "Write `state` to `ckpt` atomically (an interrupted write leaves the previous checkpoint)."
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(ckpt, lambda f: torch.save(state, f), mode="wb")
+
 # %% ../nbs/09_training.ipynb #720ee06c
 def _lr_at(step, steps, lr, warmup):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
+TRAIN_CHECKPOINT = "train_checkpoint.pt"
+
 def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, batch_size: int = 32,
              warmup: int = 50, weight_decay: float = 0.01, seed: int = 0, device="auto", progress: bool = True,
-             log_every: int = 10) -> pd.DataFrame:
-    "Train a causal LM (transformers or nnsight-wrapped) on token rows `data` [N, T]; returns the loss log."
+             log_every: int = 10, checkpoint_dir=None, checkpoint_every: int = 500, resume: bool = True,
+             callback=None) -> pd.DataFrame:
+    """Train a causal LM (transformers or nnsight-wrapped) on token rows `data` [N, T]; returns the loss log. With
+    `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps and at the end, and a rerun resumes from
+    it (same settings, data and starting weights, else it refuses) to exactly the weights of an uninterrupted run.
+    `callback(step, loss)` is called after every step."""
     hf = unwrap(model)
     data = _check_data(data)
     steps, batch_size, log_every = as_int(steps, "steps", 1), as_int(batch_size, "batch_size", 1), as_int(log_every, "log_every", 1)
+    checkpoint_every = as_int(checkpoint_every, "checkpoint_every", 1)
     dev = resolve_device(device)
     hf.to(dev).train()
-    torch.manual_seed(seed)
     opt = torch.optim.AdamW(hf.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    rows, bar = [], tqdm(range(steps), desc="train", disable=not progress)
+    ckpt = Path(checkpoint_dir).expanduser() / TRAIN_CHECKPOINT if checkpoint_dir is not None else None
+    settings = None if ckpt is None else dict(
+        steps=steps, lr=lr, batch_size=batch_size, warmup=warmup, weight_decay=weight_decay, seed=seed,
+        data=tensor_fingerprint(data), start=tensor_fingerprint(hf.state_dict()))
+    state = _load_checkpoint(ckpt, resume, settings, dev)
+    torch.manual_seed(seed)
+    rows, start = [], 0
+    if state is not None:
+        hf.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        rows, start = list(state["rows"]), state["step"]
+        torch.set_rng_state(state["rng"].cpu())          # dropout draws continue where they stopped
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     for step in bar:
         for gp in opt.param_groups: gp["lr"] = _lr_at(step, steps, lr, warmup)
         ids = step_batch(data, step, batch_size, seed).to(dev)
@@ -172,6 +223,11 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
         if step % log_every == 0 or step == steps - 1:
             rows.append(dict(step=step, loss=loss.item()))
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = step + 1
+        if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
+            _save_checkpoint(ckpt, dict(step=done, model=hf.state_dict(), opt=opt.state_dict(), rows=rows,
+                                        rng=torch.get_rng_state(), settings=settings))
+        if callback is not None: callback(step, loss.item())
     hf.eval()
     return pd.DataFrame(rows)
 
@@ -195,17 +251,6 @@ class SparsifyResult:
 
 CHECKPOINT = "sparsify_checkpoint.pt"
 
-def tensor_fingerprint(*tensors_or_dicts) -> str:
-    "Short SHA-256 of tensors (or state dicts: names and tensors), for recording which data and weights a run used."
-    h = hashlib.sha256()
-    for x in tensors_or_dicts:
-        items = sorted(x.items()) if isinstance(x, dict) else [("", x)]
-        for k, t in items:
-            h.update(k.encode()); t = t.detach().cpu().contiguous()
-            h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
 def _check_sparsify_args(steps, batch_size, checkpoint_every, distill, slack, constrain_on, keep_best, eval_data, eval_every):
     as_int(steps, "steps", 1); as_int(batch_size, "batch_size", 1); as_int(checkpoint_every, "checkpoint_every", 1)
     as_int(eval_every, "eval_every", 0)
@@ -218,15 +263,6 @@ def _check_sparsify_args(steps, batch_size, checkpoint_every, distill, slack, co
         raise ValueError(f"{' and '.join(needs)} measure the held-out loss: pass eval_data= (token ids) and "
                          f"eval_every= (steps between measurements, >= 1); got eval_data={'set' if eval_data is not None else None}, "
                          f"eval_every={eval_every}.")
-
-def _check_resume(saved: dict, now: dict, path):
-    "A checkpoint resumes only the run it was written by: same settings, data and starting weights."
-    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-    if diff:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{path} was written by a run with other settings ({lines}). Resuming would continue that run "
-                         "with these settings silently; rerun with its settings, or resume=False (or another "
-                         "checkpoint_dir) to start over.")
 
 def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, slack: float = 0.03,
              eval_data: torch.Tensor | None = None, steps: int = 500, lr: float = 1e-3, batch_size: int = 32,
@@ -258,9 +294,8 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
                     eval_data=None if eval_data is None else tensor_fingerprint(eval_data),
                     target_loss=None if target_loss is None else float(target_loss), gate_bias=gate_bias)
     ckpt = Path(checkpoint_dir).expanduser() / CHECKPOINT if checkpoint_dir is not None else None
-    state = torch.load(ckpt, map_location=dev, weights_only=True) if ckpt is not None and resume and ckpt.exists() else None
+    state = _load_checkpoint(ckpt, resume, settings, dev)
     if state is not None:
-        _check_resume(state.get("settings", {}), settings, ckpt)
         if distill > 0 and teacher is None and start_fp != state.get("start"):
             raise ValueError(f"{ckpt}: resuming with distill > 0 needs the dense teacher, but `model` is not the model the "
                              "run started from (it was changed, e.g. by the interrupted run itself). Pass the dense model "
@@ -331,8 +366,7 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
         if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
             ck = dict(state, step=done, lam=lam, c_ema=c_ema, rows=rows, opt=opt.state_dict(), best=best,
                       model=hf.state_dict(), gate_bias=hf.config.sparse_gate_bias)
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(ckpt, lambda f: torch.save(ck, f), mode="wb")
+            _save_checkpoint(ckpt, ck)
         if callback is not None: callback(step, row)
         if time_budget is not None and time.perf_counter() - t_start > time_budget:
             stopped = done; break
