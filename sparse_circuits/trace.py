@@ -181,8 +181,8 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
     i = 0
     for lo, (wm, bm) in zip((0, H, H + G), ((W.Wq, W.bq), (W.Wk, W.bk), (W.Wv, W.bv))):
         j = (idx[(idx >= lo) & (idx < lo + len(wm))] - lo).to(Wq.device)
-        torch.index_select(wm, 0, j, out=w[i:i + len(j)])
-        if b is not None: torch.index_select(bm, 0, j, out=b[i:i + len(j)])
+        torch.index_select(wm.detach(), 0, j, out=w[i:i + len(j)])        # values only (out= refuses autograd)
+        if b is not None: torch.index_select(bm.detach(), 0, j, out=b[i:i + len(j)])
         i += len(j)
     return w.to(dtype), None if b is None else b.to(dtype)
 
