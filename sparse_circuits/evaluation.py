@@ -42,6 +42,7 @@ class Evaluator:
         self._kw = [(logits_at_answers(b) if answer_logits_only else (dict(attention_mask=b.attention_mask), b))
                     for b in self.batches]
         self._cache = {}
+        self._work = None if self.remote else {}   # the patched passes' buffer for senders' differences (trace.workspace)
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)
@@ -107,7 +108,8 @@ class Evaluator:
                     results = []
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):
-                            logits = patched_forward(m, lay, g, plans, corr, dt, b if self.answer_logits_only else None)
+                            logits = patched_forward(m, lay, g, plans, corr, dt, b if self.answer_logits_only else None,
+                                                    work=self._work)
                             results.append(self.metric_fn(logits, mb).to(dt))
                     res = torch.stack(results).save()
                 self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import gc
 import warnings
 from dataclasses import replace
@@ -21,9 +22,9 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
            'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size',
-           'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors',
-           'run_device', 'release_passes']
+           'circuit_plans', 'workspace', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers',
+           'ffn_size', 'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote',
+           'remote_errors', 'run_device', 'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -117,11 +118,13 @@ class Plan(NamedTuple):
                                # 'notkept': base is the current residual, active receivers subtract missing ones
     senders: torch.Tensor      # senders whose difference the matrix reads
     active: torch.Tensor       # receivers (indices within this norm's receivers) that need their own input
-    matrix: torch.Tensor       # [n_active, n_upstream] 0/1 over senders :U, or (in a CircuitPlans) over the needed
-                               # senders among them; dense or CSR
+    matrix: torch.Tensor       # [n_inputs, n_upstream] 0/1 over senders :U, or (in a CircuitPlans) over the needed
+                               # senders among them; dense or CSR; a row per distinct input of the active receivers
+    groups: torch.Tensor | None = None   # [n_active]: each active receiver's row of `matrix` (None: row i is receiver i)
 
 def layer_plan(keep: torch.Tensor, U: int, rs) -> Plan | None:
-    "The plan for receivers `rs` (a slice or one index) reading senders `:U`, or None if they keep every edge."
+    """The plan for receivers `rs` (a slice or one index) reading senders `:U`, or None if they keep every edge.
+    Receivers that read the same senders share one input (one row of the matrix), built and normed once."""
     k = keep[:U, rs]
     if k.dim() == 1: k = k[:, None]
     if bool(k.all()): return None
@@ -130,7 +133,11 @@ def layer_plan(keep: torch.Tensor, U: int, rs) -> Plan | None:
     if len(kept) <= len(notkept): mode, idx, M = "kept", kept, k.T
     else:                         mode, idx, M = "notkept", notkept, (~k).T
     active = M.any(1).nonzero().flatten()
-    return Plan(mode, idx, active, M[active].to(torch.float64))
+    M, groups = M[active], None
+    if len(active) > 1:
+        rows, inv = torch.unique(M.to(torch.uint8), dim=0, return_inverse=True)
+        if len(rows) < len(active): M, groups = rows, inv
+    return Plan(mode, idx, active, M.to(torch.float64), groups)
 
 def _compact(p: Plan | None, need: torch.Tensor, sparse: bool) -> Plan | None:
     "The plan with a column per needed sender upstream of it (CSR where cheaper)."
@@ -160,10 +167,25 @@ def circuit_plans(g: Graph, keep: torch.Tensor, sparse: bool = True) -> CircuitP
     return CircuitPlans(layers, _compact(final, need, sparse), need)
 
 # %% ../nbs/06_trace.ipynb #f83bdecd
-def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
-    "Inputs `[n_active, b, s, d]` of a plan's active receivers: base plus (or minus) their senders' differences."
+def workspace(work: dict | None, shape: tuple, dtype, device, name: str = "diff") -> torch.Tensor:
+    """An uninitialised tensor of `shape`: a view of buffer `name` kept in `work` (a dict the caller holds across
+    passes, grown when too small), or a new tensor if `work` is None. A new large tensor costs its page faults on first
+    write, about as long as the writes themselves on a CPU: reused, they are paid once (benchmarks/evaluation.txt)."""
+    n = math.prod(shape)
+    if work is None: return torch.empty(shape, dtype=dtype, device=device)
+    key = (name, dtype, str(device))
+    if key not in work or work[key].numel() < n:
+        work.pop(key, None)                           # the old buffer goes before the larger one is made
+        work[key] = torch.empty(n, dtype=dtype, device=device)
+    return work[key][:n].view(shape)
+
+def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict | None = None) -> torch.Tensor:
+    """Inputs `[n_active, b, s, d]` of a plan's active receivers: base plus (or minus) their senders' differences
+    (written into `work`'s buffer for them if given: valid until the next call with the same `work`)."""
     M = plan.matrix.to(device=base.device, dtype=base.dtype)
-    X = torch.addmm(base.reshape(1, -1).expand(M.shape[0], -1), M, diff[:M.shape[1]], alpha=1 if plan.mode == "kept" else -1)
+    out = workspace(work, (M.shape[0], base.numel()), base.dtype, base.device, "inputs") if work is not None else None
+    X = torch.addmm(base.reshape(1, -1).expand(M.shape[0], -1), M, diff[:M.shape[1]], alpha=1 if plan.mode == "kept" else -1,
+                    out=out)
     return X.view(M.shape[0], *base.shape)
 
 # share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
@@ -186,18 +208,25 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
         i += len(j)
     return w.to(dtype), None if b is None else b.to(dtype)
 
-def _project(N: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
-    "Slots' projections `[b, s, slots, d_head]` of inputs `N`: `[slots, b, s, d]` (one per slot) or `[b, s, d]` (shared)."
-    P = torch.einsum("rbsd,rde->bsre" if N.dim() == 4 else "bsd,rde->bsre", N, w)
+def _project(N: torch.Tensor, w: torch.Tensor, b, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Slots' projections `[b, s, slots, d_head]` of inputs `N`: `[slots, b, s, d]` (one per slot), `[b, s, d]`
+    (shared), or `[inputs, b, s, d]` with `groups` (`[slots]`: each slot's input), one product per input."""
+    if groups is None: P = torch.einsum("rbsd,rde->bsre" if N.dim() == 4 else "bsd,rde->bsre", N, w)
+    else:
+        P = torch.empty(*N.shape[1:3], len(groups), w.shape[-1], dtype=N.dtype, device=N.device)
+        for u in range(len(N)):
+            idx = (groups == u).nonzero().flatten().to(N.device)
+            P[:, :, idx] = torch.einsum("bsd,rde->bsre", N[u], w[idx])
     return P if b is None else P + b
 
 def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, skip_share: float | None = None):
-    """The q/k/v projections of block `blk` with the active receivers' slices computed from their own inputs `X`:
-    written over the model's outputs, or, from `skip_share` of the slots on, all computed here and the model's skipped."""
+    """The q/k/v projections of block `blk` with the active receivers' slices computed from their own inputs `X` (a
+    row per row of the plan's matrix; receivers with the same senders share one): written over the model's outputs,
+    or, from `skip_share` of the slots on, all computed here and the model's skipped."""
     H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
     active = plan.active
     N = norm_forward(X, lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-    P = _project(N, *_slot_weights(lay, blk, active, dtype))                       # [b, s, active, d_head]
+    P = _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups)          # [b, s, active, d_head]
     mods = lay.qkv_modules(blk)
     if len(active) >= (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * (H + 2 * G):
         shared = mods[0].input                                                     # the norm's output: every projection's input
@@ -232,16 +261,17 @@ def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype):
     norm.input = X.to(resid.dtype)
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
-                    skip_share: float | None = None):
+                    skip_share: float | None = None, work: dict | None = None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's `acts` and
     `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`).
     `skip_share`: share of a block's q/k/v slots with their own input from which its projection is computed here
-    (default `SKIP_PROJECTION_SHARE`)."""
+    (default `SKIP_PROJECTION_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
+    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it."""
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
     compact = corr.zs is not None
     row = need.cumsum(0) - 1                          # a needed sender's row of diff
-    diff = torch.empty(int(need.sum()), cacts.shape[1], dtype=cacts.dtype, device=cacts.device)   # every row written
+    diff = workspace(work, (int(need.sum()), cacts.shape[1]), cacts.dtype, cacts.device)   # every row written
     if need[0]: diff[0] = lay.embed(model).output.detach().to(dtype).reshape(-1) - cacts[0]
     for l in range(lay.n_layers):
         blk = blocks[l]
@@ -251,7 +281,7 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             resid = norm.input
             base = cres[2 * l] if p_attn.mode == "kept" else resid.to(dtype)
             if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
-            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff), dtype, skip_share)
+            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, work), dtype, skip_share)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
         if len(hs):

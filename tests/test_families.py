@@ -14,6 +14,7 @@ from sparse_circuits.graph import Graph
 from sparse_circuits.models import gpt2_tokenizer, load_model, tiny_model
 from sparse_circuits.sparse_attention import attention_density, make_sparse
 from sparse_circuits.tasks import make_task
+from sparse_circuits.trace import circuit_plans
 
 FAMILIES = sorted(ARCHITECTURES)
 
@@ -54,6 +55,9 @@ def check_patching(family, task):
     g = ev.graph
     gen = torch.Generator().manual_seed(1)
     masks = [(torch.rand(g.n_senders, g.n_receivers, generator=gen) < p) & g.valid for p in (0.05, 0.3, 0.7, 0.97)]
+    first = torch.arange(g.n_senders)[:, None] < 3     # every receiver reads the first senders: receivers share inputs
+    masks += [g.valid & first, g.valid & (first | (torch.rand(g.valid.shape, generator=gen) < 0.05))]
+    assert any(p.groups is not None for pair in circuit_plans(g, masks[-2]).layers for p in pair if p is not None)
     got = ev.metrics(masks).mean(-1)
     for keep, m in zip(masks, got):
         want = reference.patched_metric(model._module, task, (~keep).double())
