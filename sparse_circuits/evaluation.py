@@ -42,7 +42,7 @@ class Evaluator:
         self._kw = [(logits_at_answers(b) if answer_logits_only else (dict(attention_mask=b.attention_mask), b))
                     for b in self.batches]
         self._cache = {}
-        self._work = None if self.remote else {}   # the patched passes' buffer for senders' differences (trace.workspace)
+        self._work = None if self.remote else {}   # the patched passes' buffers, kept across passes (trace.workspace)
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)

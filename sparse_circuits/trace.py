@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import gc
+import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
