@@ -20,8 +20,9 @@ from .architectures import Layout, norm_stats, norm_vjp, norm_vjp_heads
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
-from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads, remote_errors,
-                                   release_passes, resolve_remote, rows_per_pass, run_device, unembed_answers)
+from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, patch_windows, read_forward, read_grads,
+                                   release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers,
+                                   window_spans)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
@@ -43,23 +44,31 @@ def attn_receiver_grads(lay: Layout, block, resid: torch.Tensor, grads: list, dt
     return out
 
 # %% ../nbs/07_attribution.ipynb #09a32c4a
-def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads, g_final, dtype=torch.float32, n_copies: int = 1):
+def _contract(D: torch.Tensor, Gt: torch.Tensor, spans) -> torch.Tensor:
+    "`D @ Gt` over the columns of `D` (rows of `Gt`) in `spans` only (all of them if None)."
+    if spans is None: return D @ Gt
+    return sum(D[:, c0:c1] @ Gt[c0:c1] for c0, c1 in spans) if spans else D[:, :0] @ Gt[:0]
+
+def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads, g_final, dtype=torch.float32, n_copies: int = 1,
+                      spans: list | None = None):
     """Add `sum_{b,pos,d} delta_u * dm/dx_r` to `scores [n_senders, n_receivers]`; `delta` is `[n_senders, b*pos*d]`.
     With `n_copies` > 1 the batch holds that many copies of the examples (EAP-IG steps run together): their
-    per-receiver gradients are summed first, so the contraction with `delta` is done once."""
+    per-receiver gradients are summed first, so the contraction with `delta` is done once. `spans`: the columns
+    where `delta` can be nonzero and the gradients too (`window_spans` of the batch's `patch_windows`: before the
+    first differing token both runs are the same, after the answer nothing reaches the metric); the default, all."""
     blocks = lay.layers(model)
     fold = lambda G: G.reshape(G.shape[0], n_copies, -1).sum(1) if n_copies > 1 else G.reshape(G.shape[0], -1)
     G = norm_vjp(reads.final.resid, g_final[None], lay.norm_params(lay.final_norm(model)), lay.arch.norm, dtype)
-    scores[:, g.logits_receiver] += delta @ fold(G)[0]
+    scores[:, g.logits_receiver] += _contract(delta, fold(G)[0], spans)
     buf = None                                                          # the attention receivers' gradients, reused
     for l in range(lay.n_layers):
         blk, anch, gr = blocks[l], reads.layers[l], grads[l]
         G = norm_vjp(anch.resid_mid, gr.mlp_in[None], lay.norm_params(lay.mlp_norm(blk)), lay.arch.norm, dtype)
         U = g.senders_before_mlp(l)
-        scores[:U, g.mlp_receiver(l)] += delta[:U] @ fold(G)[0]
+        scores[:U, g.mlp_receiver(l)] += _contract(delta[:U], fold(G)[0], spans)
         buf = attn_receiver_grads(lay, blk, anch.resid_pre, gr.qkv, dtype, out=buf)
         U = g.senders_before_attn(l)
-        scores[:U, g.attn_receivers(l)] += delta[:U] @ fold(buf).T
+        scores[:U, g.attn_receivers(l)] += _contract(delta[:U], fold(buf).T, spans)
     return scores
 
 # %% ../nbs/07_attribution.ipynb #3dd75178
@@ -71,6 +80,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
     n = b.clean.shape[0]
     chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
     kw, mb = logits_at_answers(b)
+    spans = window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], lay.d_model)
     # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function
     with model.session(remote=remote):
         scores = torch.zeros(g.n_senders, g.n_receivers, dtype=dtype, device=b.clean.device)
@@ -87,7 +97,8 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                 metric = metric_fn(unembed_answers(model, lay, b), mb).sum()
                 with metric.backward():
                     grads, g_final = read_grads(reads)
-                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype)
+                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype,
+                                           spans=spans)
         else:
             with model.trace(b.clean, **kw):
                 e_clean = lay.embed(model).output.detach()
@@ -110,7 +121,8 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                     metric = metric_fn(unembed_answers(model, lay, bm), mbm).sum()
                     with metric.backward():
                         grads, g_final = read_grads(reads)
-                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m)
+                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m,
+                                               spans=spans)
         scores = scores.save()
     return scores
 

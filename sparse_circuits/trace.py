@@ -22,9 +22,9 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
            'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'workspace', 'patch_windows', 'active_inputs', 'patched_forward', 'logits_at_answers',
-           'unembed_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows',
-           'resolve_remote', 'remote_errors', 'run_device', 'release_passes']
+           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'active_inputs', 'patched_forward',
+           'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass',
+           'patch_rows', 'resolve_remote', 'remote_errors', 'run_device', 'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -188,7 +188,7 @@ def patch_windows(clean: torch.Tensor, corrupted: torch.Tensor, answer_pos: torc
     first = torch.where(differ.any(1), differ.int().argmax(1), clean.shape[1])
     return [(r, f, e) for r, (f, e) in enumerate(zip(first.tolist(), (answer_pos.cpu() + 1).tolist())) if f < e]
 
-def _spans(windows, s: int, d: int) -> list[tuple[int, int]]:
+def window_spans(windows, s: int, d: int) -> list[tuple[int, int]]:
     "Column ranges of a flattened `[b, s, d]` tensor covering `windows`' positions, adjacent ones merged."
     out = []
     for r, f, e in windows:
@@ -210,7 +210,7 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict
     if windows is None: X = torch.addmm(B, M, D, alpha=alpha, out=out)
     else:
         X = B.clone() if out is None else out.copy_(B)
-        for c0, c1 in _spans(windows, base.shape[-2], base.shape[-1]): X[:, c0:c1].addmm_(M, D[:, c0:c1], alpha=alpha)
+        for c0, c1 in window_spans(windows, base.shape[-2], base.shape[-1]): X[:, c0:c1].addmm_(M, D[:, c0:c1], alpha=alpha)
     return X.view(n, *base.shape)
 
 # share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
