@@ -81,7 +81,8 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
     chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
     kw, mb = logits_at_answers(b)
     spans = window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], lay.d_model)
-    # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function
+    # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function, and
+    # every statement inside the session on one line (the remote path loses the line of a `with` after a continued one)
     with model.session(remote=remote):
         scores = torch.zeros(g.n_senders, g.n_receivers, dtype=dtype, device=b.clean.device)
         acts_corr = acts_clean = e_clean = e_corr = delta = None
@@ -97,8 +98,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                 metric = metric_fn(unembed_answers(model, lay, b), mb).sum()
                 with metric.backward():
                     grads, g_final = read_grads(reads)
-                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype,
-                                           spans=spans)
+                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, 1, spans)
         else:
             with model.trace(b.clean, **kw):
                 e_clean = lay.embed(model).output.detach()
@@ -121,8 +121,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                     metric = metric_fn(unembed_answers(model, lay, bm), mbm).sum()
                     with metric.backward():
                         grads, g_final = read_grads(reads)
-                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m,
-                                               spans=spans)
+                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m, spans)
         scores = scores.save()
     return scores
 
