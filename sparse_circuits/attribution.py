@@ -20,9 +20,8 @@ from .architectures import Layout, norm_stats, norm_vjp, norm_vjp_heads
 from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
-from .trace import (ig_steps_per_pass, logits_at_answers, pass_bytes, patch_windows, read_forward, read_grads,
-                                   release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers,
-                                   window_spans)
+from .trace import (batch_spans, ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads,
+                                   release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
@@ -54,7 +53,7 @@ def accumulate_scores(scores, delta, model, lay: Layout, g: Graph, reads, grads,
     """Add `sum_{b,pos,d} delta_u * dm/dx_r` to `scores [n_senders, n_receivers]`; `delta` is `[n_senders, b*pos*d]`.
     With `n_copies` > 1 the batch holds that many copies of the examples (EAP-IG steps run together): their
     per-receiver gradients are summed first, so the contraction with `delta` is done once. `spans`: the columns
-    where `delta` can be nonzero and the gradients too (`window_spans` of the batch's `patch_windows`: before the
+    where `delta` can be nonzero and the gradients too (the batch's `batch_spans`: before the
     first differing token both runs are the same, after the answer nothing reaches the metric); the default, all."""
     blocks = lay.layers(model)
     fold = lambda G: G.reshape(G.shape[0], n_copies, -1).sum(1) if n_copies > 1 else G.reshape(G.shape[0], -1)
@@ -80,7 +79,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
     n = b.clean.shape[0]
     chunk = steps if ig_batch is None else max(1, min(ig_batch, steps))
     kw, mb = logits_at_answers(b)
-    spans = window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], lay.d_model)
+    spans = batch_spans(b, lay.d_model)
     # nnsight compiles each `with` block from this file's source: keep every `with` lexically in this function, and
     # every statement inside the session on one line (the remote path loses the line of a `with` after a continued one)
     with model.session(remote=remote):

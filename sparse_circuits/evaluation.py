@@ -18,7 +18,7 @@ from .core import as_float, as_int, compute_dtype, memory_budget
 from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
-from .trace import (Reads, circuit_plans, logits_at_answers, pass_bytes, patch_rows, patch_windows,
+from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
                                    patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
 
 # %% auto #0
@@ -43,7 +43,7 @@ class Evaluator:
                     for b in self.batches]
         self._cache = {}
         self._work = None if self.remote else {}   # the patched passes' buffers, kept across passes (trace.workspace)
-        self._windows = [patch_windows(b.clean, b.corrupted, b.answer_pos) for b in self.batches]   # where differences matter
+        self._spans = [batch_spans(b, self.layout.d_model) for b in self.batches]   # where differences matter
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)
@@ -110,7 +110,7 @@ class Evaluator:
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):
                             logits = patched_forward(m, lay, g, plans, corr, dt, b if self.answer_logits_only else None,
-                                                    work=self._work, windows=self._windows[i])
+                                                    work=self._work, spans=self._spans[i])
                             results.append(self.metric_fn(logits, mb).to(dt))
                     res = torch.stack(results).save()
                 self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)

@@ -22,9 +22,9 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
            'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'active_inputs', 'patched_forward',
-           'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass',
-           'patch_rows', 'resolve_remote', 'remote_errors', 'run_device', 'release_passes']
+           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'active_inputs',
+           'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass',
+           'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device', 'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -197,20 +197,24 @@ def window_spans(windows, s: int, d: int) -> list[tuple[int, int]]:
         else: out.append((c0, c1))
     return out
 
+def batch_spans(b, d: int) -> list[tuple[int, int]]:
+    "`window_spans` of batch `b`'s `patch_windows`, for its `[rows, positions, d]` tensors flattened."
+    return window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], d)
+
 def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict | None = None,
-                  windows: list | None = None) -> torch.Tensor:
+                  spans: list | None = None) -> torch.Tensor:
     """Inputs `[n_inputs, b, s, d]` of a plan's active receivers: base plus (or minus) their senders' differences
     (written into `work`'s buffer for them if given: valid until the next call with the same `work`). With
-    `windows` (`patch_windows`), the differences are added at those positions only: elsewhere they are zero or cannot
-    reach the metric, and the inputs are the base."""
+    `spans` (column ranges of the flattened input: `batch_spans`), the differences are added there only: elsewhere
+    they are zero or cannot reach the metric, and the inputs are the base."""
     M = plan.matrix.to(device=base.device, dtype=base.dtype)
     n, alpha = M.shape[0], 1 if plan.mode == "kept" else -1
     out = workspace(work, (n, base.numel()), base.dtype, base.device, "inputs") if work is not None else None
     B, D = base.reshape(1, -1).expand(n, -1), diff[:M.shape[1]]
-    if windows is None: X = torch.addmm(B, M, D, alpha=alpha, out=out)
+    if spans is None: X = torch.addmm(B, M, D, alpha=alpha, out=out)
     else:
         X = B.clone() if out is None else out.copy_(B)
-        for c0, c1 in window_spans(windows, base.shape[-2], base.shape[-1]): X[:, c0:c1].addmm_(M, D[:, c0:c1], alpha=alpha)
+        for c0, c1 in spans: X[:, c0:c1].addmm_(M, D[:, c0:c1], alpha=alpha)
     return X.view(n, *base.shape)
 
 # share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
@@ -278,21 +282,21 @@ def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, skip_
             overwrite(*[t if i == j else None for i in range(3)])
             mod.output = t.flatten(-2)
 
-def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype, windows=None):
+def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype, spans=None):
     "Replace a norm's input (MLP or final norm: one receiver) by the receiver's patched input."
     resid = norm.input
     base = base_corr if plan.mode == "kept" else resid.to(dtype)
-    X = active_inputs(plan, base, diff, windows=windows)[0] if len(plan.active) else base
+    X = active_inputs(plan, base, diff, spans=spans)[0] if len(plan.active) else base
     norm.input = X.to(resid.dtype)
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
-                    skip_share: float | None = None, work: dict | None = None, windows: list | None = None):
+                    skip_share: float | None = None, work: dict | None = None, spans: list | None = None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's `acts` and
     `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`).
     `skip_share`: share of a block's q/k/v slots with their own input from which its projection is computed here
     (default `SKIP_PROJECTION_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
-    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it. `windows`: the
-    batch's `patch_windows`, to build the receivers' inputs only where differences can matter (default: everywhere)."""
+    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it. `spans`: the
+    batch's `batch_spans`, to build the receivers' inputs only where differences can matter (default: everywhere)."""
     blocks = lay.layers(model)
     need, cacts, cres = plans.needed, corr.acts, corr.resids
     compact = corr.zs is not None
@@ -307,7 +311,7 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             resid = norm.input
             base = cres[2 * l] if p_attn.mode == "kept" else resid.to(dtype)
             if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
-            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, work, windows), dtype,
+            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, work, spans), dtype,
                                                    skip_share)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
@@ -316,10 +320,10 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
                 head_writes(lay, blk, lay.o_proj(blk).input.detach().to(dtype) - corr.zs[l], dtype, hs, out=diff[rows])
             else: diff[rows] = head_writes(lay, blk, dtype=dtype, heads=hs) - cacts[s0 + hs.to(cacts.device)]
-        if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype, windows)
+        if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype, spans)
         u = g.mlp_sender(l)
         if need[u]: diff[int(row[u])] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
-    if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype, windows)
+    if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype, spans)
     return unembed_answers(model, lay, answers) if answers is not None else model.output.logits
 
 # %% ../nbs/06_trace.ipynb #3fc7a091
