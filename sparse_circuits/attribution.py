@@ -21,7 +21,7 @@ from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
 from .tasks import Batch, Task
 from .trace import (batch_spans, ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads,
-                                   release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
+    release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',

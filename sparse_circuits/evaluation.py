@@ -19,7 +19,7 @@ from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
 from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
-                                   patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
+    patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve',

@@ -25,11 +25,11 @@ from .architectures import ARCHITECTURES, Layout
 from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
-                                  resolve_device, sha256_file, versions, write_set)
+    resolve_device, sha256_file, versions, write_set)
 from .evaluation import Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
-                                    smollm2, smollm2_path, smollm2_tokenizer)
+    smollm2, smollm2_path, smollm2_tokenizer)
 from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
 from .sparse_attention import GATE_BIAS_KEY, attention_density, is_sparse
 from .tasks import make_task
