@@ -212,7 +212,8 @@ def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = Tru
     t0 = time.perf_counter()
     log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                    device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
-    info["train_seconds"] = round(time.perf_counter() - t0, 1)
+    info["train_seconds"] = round(log.attrs["seconds"], 1)   # all its steps, also those of an interrupted run resumed here
+    resumed_seconds = log.attrs["seconds"] - (time.perf_counter() - t0)   # > 0 if it resumed: steps of interrupted runs
     _no_dropout(dense)  # dropout is for training the dense model only
     info["dense_loss"] = eval_loss(dense, held_rows)
     sparse = copy.deepcopy(dense)
@@ -221,10 +222,12 @@ def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = Tru
                    batch_size=cfg.batch_size, slack=cfg.slack, lambda_lr=cfg.lambda_lr, gate_bias=cfg.gate_bias,
                    distill=cfg.distill, seed=cfg.seed, device=device, progress=progress,
                    checkpoint_dir=ckpts / "sparsify", checkpoint_every=100)
-    info["sparsify_seconds"] = round(time.perf_counter() - t0, 1)
+    info["sparsify_seconds"] = round(res.log.attrs["seconds"], 1)
+    resumed_seconds += res.log.attrs["seconds"] - (time.perf_counter() - t0)
     info.update(sparse_loss=res.final["eval_loss"], target_loss=res.target_loss, bound=res.bound,
                 density=attention_density(sparse, held_rows[:64]).overall, config=dataclasses.asdict(cfg), key=cfg.key(),
-                seconds=round(time.perf_counter() - t_all, 1), versions=versions(), threads=torch.get_num_threads())
+                seconds=round(time.perf_counter() - t_all + max(resumed_seconds, 0.0), 1), versions=versions(),
+                threads=torch.get_num_threads())
     def build(tmp):
         for name, m in (("dense", dense), ("sparse", sparse)): m.save_pretrained(tmp / name)
         log.to_csv(tmp / "train_log.csv", index=False)

@@ -192,7 +192,8 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
     """Train a causal LM (transformers or nnsight-wrapped) on token rows `data` [N, T]; returns the loss log. With
     `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps and at the end, and a rerun resumes from
     it (same settings, data and starting weights, else it refuses) to exactly the weights of an uninterrupted run.
-    `callback(step, loss)` is called after every step."""
+    `callback(step, loss)` is called after every step. `log.attrs["seconds"]`: the wall-clock seconds of the steps
+    that made the final weights, over all the runs that resumed one another."""
     hf = unwrap(model)
     data = _check_data(data)
     steps, batch_size, log_every = as_int(steps, "steps", 1), as_int(batch_size, "batch_size", 1), as_int(log_every, "log_every", 1)
@@ -206,12 +207,13 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
         data=tensor_fingerprint(data), start=tensor_fingerprint(hf.state_dict()))
     state = _load_checkpoint(ckpt, resume, settings, dev)
     torch.manual_seed(seed)
-    rows, start = [], 0
+    rows, start, before = [], 0, 0.0
     if state is not None:
         hf.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-        rows, start = list(state["rows"]), state["step"]
+        rows, start, before = list(state["rows"]), state["step"], state.get("seconds", 0.0)
         torch.set_rng_state(state["rng"].cpu())          # dropout draws continue where they stopped
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
+    t0 = time.perf_counter()
     for step in bar:
         for gp in opt.param_groups: gp["lr"] = _lr_at(step, steps, lr, warmup)
         ids = step_batch(data, step, batch_size, seed).to(dev)
@@ -226,10 +228,13 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
         done = step + 1
         if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
             _save_checkpoint(ckpt, dict(step=done, model=hf.state_dict(), opt=opt.state_dict(), rows=rows,
-                                        rng=torch.get_rng_state(), settings=settings))
+                                        rng=torch.get_rng_state(), settings=settings,
+                                        seconds=before + time.perf_counter() - t0))
         if callback is not None: callback(step, loss.item())
     hf.eval()
-    return pd.DataFrame(rows)
+    log = pd.DataFrame(rows)
+    log.attrs["seconds"] = before + time.perf_counter() - t0
+    return log
 
 # %% ../nbs/09_training.ipynb #2a600710
 def repeat_corpus(n: int = 2048, period: int = 8, repeats: int = 3, vocab: int = 64, seed: int = 0) -> torch.Tensor:
@@ -280,7 +285,8 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
     `checkpoint_dir`, the run saves a checkpoint every `checkpoint_every` steps and resumes from it, if it was written
     by a run with the same settings, data and starting weights (otherwise it refuses). `time_budget` (seconds) ends
     the run after the step that exceeds it; `autocast` (e.g. `torch.bfloat16`) runs the forward passes in that dtype
-    with float32 weights and optimiser."""
+    with float32 weights and optimiser. `log.attrs["seconds"]`: the wall-clock seconds of the steps, over all the
+    runs that resumed one another."""
     hf = unwrap(model)
     data = _check_data(data)
     eval_data = _check_data(eval_data, "eval_data") if eval_data is not None else None
@@ -365,13 +371,15 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
         bar.set_postfix(loss=f"{row['loss']:.3f}", kept=f"{kept:.3f}", lam=f"{lam:.2g}")
         if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
             ck = dict(state, step=done, lam=lam, c_ema=c_ema, rows=rows, opt=opt.state_dict(), best=best,
-                      model=hf.state_dict(), gate_bias=hf.config.sparse_gate_bias)
+                      model=hf.state_dict(), gate_bias=hf.config.sparse_gate_bias,
+                      seconds=state.get("seconds", 0.0) + time.perf_counter() - t_start)
             _save_checkpoint(ckpt, ck)
         if callback is not None: callback(step, row)
         if time_budget is not None and time.perf_counter() - t_start > time_budget:
             stopped = done; break
     hf.eval()
     log = pd.DataFrame(rows)
+    log.attrs["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t_start
     final = {}
     if keep_best:
         if best is None: warnings.warn(f"sparsify: no measured state was within the bound {bound:.4f}; keeping the last one.")
