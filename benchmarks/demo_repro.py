@@ -2,7 +2,8 @@
 
 Runs the demo three times as a user would (2 threads by default, the shipped models, nothing resumed) and prints each
 wall time and the median; then once with one thread and once in float64, and compares every run's results.csv with
-the first: the edge and head counts that reach tau, and the largest difference of explained effect at the same k.
+the first: the edge and head counts that reach tau, the multipliers' intervals as printed, and the largest differences of
+explained effect at the same k and of the intervals' ends.
 
     python benchmarks/demo_repro.py [--out DIR] [--runs 3]
 """
@@ -22,9 +23,25 @@ def timed(cmd, env=None):
 
 
 def reach(out: Path) -> dict:
+    "Edge and head counts to reach tau, and the multipliers' intervals as printed (one decimal)."
     s = json.loads((out / "summary.json").read_text())
-    return {(p["title"], v): (p["models"][v]["edges_to_reach"], p["models"][v].get("heads_to_reach"))
-            for p in s["panels"] for v in ("dense", "sparse")}
+    res = {(p["title"], v): (p["models"][v]["edges_to_reach"], p["models"][v].get("heads_to_reach"))
+           for p in s["panels"] for v in ("dense", "sparse")}
+    printed = lambda x: None if x is None else round(x, 1)
+    for p in s["panels"]:
+        for kind in ("multiplier", "heads_multiplier"):
+            iv = (p.get(kind) or {}).get("interval") or {}
+            res[p["title"], kind] = (printed(iv.get("low")), printed(iv.get("high")))
+    return res
+
+
+def interval_diff(a: Path, b: Path) -> float:
+    "Largest difference between the multipliers' interval ends (unrounded) of two runs."
+    ends = lambda out: [x for p in json.loads((out / "summary.json").read_text())["panels"]
+                        for kind in ("multiplier", "heads_multiplier")
+                        for x in ((p.get(kind) or {}).get("interval") or {"low": None, "high": None}).values()
+                        if isinstance(x, float)]
+    return max((abs(x - y) for x, y in zip(ends(a), ends(b))), default=0.0)
 
 
 def max_diff(a: Path, b: Path) -> float:
@@ -57,8 +74,9 @@ def main():
     base = reach(root / "run0")
     for name in [f"run{i}" for i in range(1, args.runs)] + ["threads1", "float64"]:
         same = reach(root / name) == base
-        print(f"{name:>9} vs run0: edge and head counts {'identical' if same else 'DIFFERENT'}; "
-              f"largest explained-effect difference {max_diff(root / 'run0', root / name):.2e}")
+        print(f"{name:>9} vs run0: edge and head counts and printed intervals {'identical' if same else 'DIFFERENT'}; "
+              f"largest explained-effect difference {max_diff(root / 'run0', root / name):.2e}, "
+              f"interval ends {interval_diff(root / 'run0', root / name):.2e}")
 
 
 if __name__ == "__main__":

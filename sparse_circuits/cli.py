@@ -31,15 +31,21 @@ def smoke(prompt: str = "When Mary and John went to the store, John gave a drink
     return out
 
 # %% ../nbs/90_cli.ipynb #7611db2f
-def _fmt(m: dict) -> str: return f"{m['multiplier']:.1f}x" if m.get("multiplier") else (m.get("note") or "-")
+def _fmt(m: dict) -> str:
+    "A multiplier as printed: `2.0x [1.4-3.1]` (its 95% interval over resamples of the prompts), or why there is none."
+    if not m.get("multiplier"): return m.get("note") or "-"
+    iv = m.get("interval") or {}
+    end = lambda x: "inf" if x is None else f"{x:.1f}"
+    return f"{m['multiplier']:.1f}x" + (f" [{end(iv['low'])}-{end(iv['high'])}]" if iv else "")
 
 def print_summary(s: dict, out: Path):
     "The summary of a run, as the CLI prints it."
-    print(f"\n{s['name']}: explained effect {s['tau']} - edges needed (dense vs sparse) and multipliers")
+    print(f"\n{s['name']}: explained effect {s['tau']} - edges needed (dense vs sparse) and multipliers "
+          "[95% interval over resamples of the prompts]")
     for p in s["panels"]:
         m, h = p["multiplier"], p.get("heads_multiplier") or {}
         acc = " / ".join(f"{p['models'][v]['accuracy']:.0%}" for v in ("dense", "sparse"))
-        print(f"  {p['title']:<14} accuracy {acc:<11} edges {m['dense_edges']} vs {m['sparse_edges']}: {_fmt(m):<8}"
+        print(f"  {p['title']:<14} accuracy {acc:<11} edges {m['dense_edges']} vs {m['sparse_edges']}: {_fmt(m):<16}"
               f" heads {h.get('dense_edges')} vs {h.get('sparse_edges')}: {_fmt(h)}")
     if s.get("toy"):
         t = s["toy"]

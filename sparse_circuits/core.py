@@ -107,7 +107,7 @@ def cache_dir(*parts: str) -> Path:
     return root.expanduser().joinpath(*parts)
 
 # %% ../nbs/00_core.ipynb #43f5d88f
-NUMBERS_VERSION = 2  # 2: compute in float64 for float64 models; BOS prepended by default; task prompts drawn distinct
+NUMBERS_VERSION = 3  # 2: compute in float64 for float64 models; BOS prepended by default; task prompts drawn distinct; 3: multipliers and counts carry bootstrap intervals
 
 def fingerprint(path, fast: bool = False) -> str:
     """Short SHA-256 of a file's bytes, or of every file in a folder (relative names and bytes, sorted). With `fast`,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
@@ -22,8 +22,9 @@ from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_b
     patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
 
 # %% auto #0
-__all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'bootstrap_interval', 'Curve', 'curve',
-           'Reach', 'check_tau', 'edges_to_reach', 'multiplier', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd']
+__all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'boot_effects', 'bootstrap_interval',
+           'Curve', 'curve', 'Reach', 'check_tau', 'edges_to_reach', 'multiplier', 'crossing', 'reach_bootstrap',
+           'percentile_interval', 'multiplier_interval', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd']
 
 # %% ../nbs/08_evaluation.ipynb #2f6f3ec2
 class Evaluator:
@@ -163,15 +164,21 @@ def log_grid(n_edges: int, n_points: int = 30) -> list[int]:
     n_edges, n_points = as_int(n_edges, "n_edges", 1), as_int(n_points, "n_points", 1)
     return sorted(set(np.unique(np.round(np.logspace(0, math.log10(n_edges), n_points)).astype(int)).tolist()) | {1, n_edges})
 
-def bootstrap_interval(metric: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor, n_boot: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Percentile bootstrap over examples of the explained effect of each row of `metric` `[n_circuits, n_examples]`: (low, high, extended)."
+def boot_effects(metric: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor, n_boot: int = 1000,
+                 seed: int = 0) -> torch.Tensor:
+    """Explained effect of each row of `metric` `[n_circuits, n_examples]` on `n_boot` resamples of the examples
+    `[n_circuits, n_boot]`. The resamples depend only on `seed` and the number of examples."""
     n_boot = as_int(n_boot, "n_boot", 1)
     gen = torch.Generator().manual_seed(as_int(seed, "seed"))
     n = metric.shape[-1]
     idx = torch.randint(0, n, (n_boot, n), generator=gen)
     c, k = clean[idx].mean(-1), corrupt[idx].mean(-1)                        # [n_boot]
-    ee = (metric[:, idx].mean(-1) - k) / (c - k)                             # [n_circuits, n_boot]
+    return (metric[:, idx].mean(-1) - k) / (c - k)
+
+def bootstrap_interval(metric: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor, n_boot: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Percentile bootstrap over examples of the explained effect of each row of `metric` `[n_circuits, n_examples]`: (low, high, extended)."
+    ee = boot_effects(metric, clean, corrupt, n_boot, seed)                  # [n_circuits, n_boot]
     q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=ee.dtype)
     lo, hi = torch.nanquantile(ee, q, dim=1)
     est = (metric.mean(-1) - corrupt.mean()) / (clean.mean() - corrupt.mean())
@@ -187,11 +194,15 @@ class Curve:
     attribution: Attribution | None = None
     absolute: bool = True
     unit: str = "edges"
+    metrics: torch.Tensor | None = None     # the metric on every example at every k `[n_k, n_examples]`
+    extra: dict = field(default_factory=dict)   # k -> the metric on every example, for each k `evaluate` was asked
 
     def evaluate(self, k: int) -> float:
-        "Explained effect of the top-k circuit (one more patched forward per batch)."
+        "Explained effect of the top-k circuit (one more patched forward per batch; its metrics are kept in `extra`)."
         keep = (self.attribution.top_k(k, self.absolute) if self.unit == "edges" else head_circuit(self.attribution, k))
-        return self.evaluator.effect(self.evaluator.metrics([keep])[0]).item()
+        m = self.evaluator.metrics([keep])[0]
+        self.extra[int(k)] = m
+        return self.evaluator.effect(m).item()
 
 def _check_ks(ks, n: int, unit: str) -> list[int]:
     ks = [as_int(k, f"k (number of {unit} kept)") for k in ks]
@@ -226,7 +237,7 @@ def curve(model, task: Task, graph: Graph | None = None, scores: Attribution | N
         metrics[i] = ev.metrics([scores.top_k(ks[i], absolute)])[0]
     table = _curve_table(ks, metrics, ev, g.n_edges, n_boot, seed)
     table.attrs.update(task=task.name, n_edges=g.n_edges, seconds=round(time.perf_counter() - t0, 3))
-    return Curve(table, ev, scores, absolute)
+    return Curve(table, ev, scores, absolute, metrics=metrics)
 
 # %% ../nbs/08_evaluation.ipynb #8740fb23
 @dataclass
@@ -294,6 +305,59 @@ def multiplier(dense, sparse, tau: float = 0.9, **kw) -> dict:
                 sparse_reached=rs.reached, dense_significant=rd.significant, sparse_significant=rs.significant,
                 multiplier=(rd.edges / rs.edges) if ok else None, note="; ".join(notes))
 
+# %% ../nbs/08_evaluation.ipynb #8e8d7b81
+def crossing(ks, effects, tau: float = 0.9) -> np.ndarray:
+    """Where each row of `effects` `[n_rows, n_k]` (explained effect at the counts `ks`) first reaches `tau`:
+    interpolated linearly in log(1 + k) from the point before; inf where a row never reaches it."""
+    tau = check_tau(tau)
+    ks = np.asarray(ks, dtype=float)
+    order = np.argsort(ks, kind="stable")
+    x, e = np.log1p(ks[order]), np.atleast_2d(np.asarray(effects, dtype=float))[:, order]
+    hit = e >= tau                                                   # nan (no gap on a resample) never reaches
+    first = hit.argmax(1)
+    out = np.full(len(e), np.inf)
+    rows = np.flatnonzero(hit.any(1))
+    j = first[rows]
+    at_start = j == 0
+    out[rows[at_start]] = ks[order][0]
+    r, j = rows[~at_start], j[~at_start]
+    e0, e1 = e[r, j - 1], e[r, j]
+    t = np.clip((tau - e0) / (e1 - e0), 0.0, 1.0)
+    out[r] = np.expm1(x[j - 1] + t * (x[j] - x[j - 1]))
+    return out
+
+def reach_bootstrap(c: Curve, tau: float = 0.9, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    "Edges (or heads) to reach `tau` on each of `n_boot` resamples of the prompts `[n_boot]` (inf: not reached)."
+    if c.metrics is None or c.evaluator is None:
+        raise ValueError("reach_bootstrap needs a Curve made by `curve` or `head_curve` (its per-prompt metrics and evaluator).")
+    ks, metrics = list(c.table.k), c.metrics
+    extra = {k: m for k, m in c.extra.items() if k not in set(ks)}     # the bisection's points, between grid points
+    if extra: ks, metrics = ks + list(extra), torch.cat([metrics, torch.stack(list(extra.values()))])
+    ee = boot_effects(metrics, c.evaluator.clean, c.evaluator.corrupted, n_boot, seed)   # [n_k, n_boot]
+    return crossing(ks, ee.T.numpy(), tau)
+
+def percentile_interval(values, level: float = 0.95, estimate: float | None = None) -> tuple:
+    """(low, high) nearest-rank percentiles of `values` (nan dropped) at `level`, widened to include `estimate` if
+    given (as the bands are); an infinite end is None."""
+    v = np.asarray(values, dtype=float)
+    v = np.sort(v[~np.isnan(v)])
+    if not len(v): return (None, None)
+    a = (1 - as_float(level, "level", 0, 1, low_open=True)) / 2
+    lo, hi = v[int(math.floor(a * (len(v) - 1)))], v[int(math.ceil((1 - a) * (len(v) - 1)))]
+    if estimate is not None: lo, hi = min(lo, estimate), max(hi, estimate)
+    return tuple(float(x) if np.isfinite(x) else None for x in (lo, hi))
+
+def multiplier_interval(dense_boot: np.ndarray, sparse_boot: np.ndarray, level: float = 0.95,
+                        estimate: float | None = None) -> dict:
+    "Paired bootstrap interval of the multiplier: the ratio of the two crossings on each resample (widened to `estimate`)."
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.asarray(dense_boot, dtype=float) / np.asarray(sparse_boot, dtype=float)   # inf/inf: nan, dropped
+    lo, hi = percentile_interval(ratio, level)
+    wide = percentile_interval(ratio, level, estimate)
+    unreached = float(np.mean(~np.isfinite(dense_boot) | ~np.isfinite(sparse_boot)))
+    return dict(low=wide[0], high=wide[1], level=level, n_boot=len(ratio), extended=(wide != (lo, hi)),
+                unreached_fraction=unreached)
+
 # %% ../nbs/08_evaluation.ipynb #79f3d67c
 def head_scores(attr: Attribution) -> torch.Tensor:
     "Node score per head `[n_layers * n_heads]`: sum of |score| of its outgoing and incoming edges."
@@ -344,7 +408,7 @@ def head_curve(model, task: Task, scores: Attribution, hs=None, batch_size: int 
                            for h in tqdm(hs, desc=f"heads {task.name}", disable=not progress)])
     table = _curve_table(hs, metrics, ev, n_heads, n_boot, seed)
     table.attrs.update(task=task.name, n_heads=n_heads)
-    return Curve(table, ev, scores, unit="heads")
+    return Curve(table, ev, scores, unit="heads", metrics=metrics)
 
 heads_to_reach = edges_to_reach  # the same search over the heads axis of a head curve
 

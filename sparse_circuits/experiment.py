@@ -26,7 +26,8 @@ from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
-from .evaluation import Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier
+from .evaluation import (Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
+                                        multiplier_interval, percentile_interval, reach_bootstrap)
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
     smollm2, smollm2_path, smollm2_tokenizer)
@@ -134,9 +135,15 @@ def panel_key(panel: Panel, cache: ModelCache) -> str:
 # %% ../nbs/13_experiment.ipynb #9b89bbe8
 MAX_CIRCUIT_EDGES = 3000    # circuits at tau up to this size are saved with the panel (edge names and scores) and drawn
 
+def _with_interval(m: dict, boots: dict) -> dict:
+    "The multiplier `m` with its paired bootstrap interval (only where there is a multiplier)."
+    if m["multiplier"] is None: return m
+    return dict(m, interval=multiplier_interval(boots["dense"], boots["sparse"], estimate=m["multiplier"]))
+
 def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     "Curves, reach and multipliers of one panel: (tidy rows, summary)."
     summary, curves, head_curves, reaches, head_reaches = dict(title=panel.title, task=panel.task, models={}), {}, {}, {}, {}
+    boots = {"edges": {}, "heads": {}}   # crossings of tau on the same resamples of the prompts, per model
     for variant in ("dense", "sparse"):
         spec = getattr(panel, variant)
         times, t0 = {}, time.perf_counter()
@@ -168,6 +175,7 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         c = curve(model, task, scores=attr, n_points=panel.curve_points, n_boot=panel.n_boot, seed=panel.seed,
                   evaluator=ev, progress=progress)
         reaches[variant] = edges_to_reach(c, panel.tau)
+        boots["edges"][variant] = reach_bootstrap(c, panel.tau, panel.n_boot, panel.seed)
         curves[variant] = c.table
         times["edge_curve"] = time.perf_counter() - t0
         if reaches[variant].reached and reaches[variant].edges <= MAX_CIRCUIT_EDGES:   # the circuit at tau, for drawing
@@ -181,9 +189,12 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
                             n_points=panel.head_points)
             head_curves[variant] = hc.table
             head_reaches[variant] = heads_to_reach(hc, panel.tau)
+            boots["heads"][variant] = reach_bootstrap(hc, panel.tau, panel.n_boot, panel.seed)
             times["head_curve"] = time.perf_counter() - t0
-        info.update(edges_to_reach=reaches[variant].edges, edges_reached=reaches[variant].reached)
-        if panel.heads: info.update(heads_to_reach=head_reaches[variant].edges, heads_reached=head_reaches[variant].reached)
+        info.update(edges_to_reach=reaches[variant].edges, edges_reached=reaches[variant].reached,
+                    edges_interval=percentile_interval(boots["edges"][variant], estimate=reaches[variant].edges))
+        if panel.heads: info.update(heads_to_reach=head_reaches[variant].edges, heads_reached=head_reaches[variant].reached,
+                                    heads_interval=percentile_interval(boots["heads"][variant], estimate=head_reaches[variant].edges))
         if is_sparse(model) and not panel.remote:
             info["attention_density"] = attention_density(model, next(task.batches(panel.batch_size)),
                                                           rows=min(ev.memory["rows_per_pass"])).overall
@@ -196,10 +207,11 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         gc.collect()
     labels = {v: summary["models"][v]["name"] for v in summary["models"]}
     rows = [results_table(curves, panel.title, panel.task, labels, "edges")]
-    summary["multiplier"] = multiplier(reaches["dense"], reaches["sparse"], panel.tau)
+    summary["multiplier"] = _with_interval(multiplier(reaches["dense"], reaches["sparse"], panel.tau), boots["edges"])
     if panel.heads:
         rows.append(results_table(head_curves, panel.title, panel.task, labels, "heads"))
-        summary["heads_multiplier"] = multiplier(head_reaches["dense"], head_reaches["sparse"], panel.tau)
+        summary["heads_multiplier"] = _with_interval(multiplier(head_reaches["dense"], head_reaches["sparse"], panel.tau),
+                                                     boots["heads"])
     df = pd.concat(rows, ignore_index=True)
     df.insert(1, "panel_index", panel.index)
     return df, summary
@@ -404,6 +416,10 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
     return summary
 
 # %% ../nbs/13_experiment.ipynb #9708c639
+def _interval_columns(name: str, m: dict) -> dict:
+    iv = m.get("interval") or {}
+    return {f"{name}_low": iv.get("low"), f"{name}_high": iv.get("high")}
+
 def summary_table(summary: dict) -> pd.DataFrame:
     "Per panel and model (rows): accuracy, gap z, edges/heads to reach tau, multipliers, density, seconds, peak memory."
     rows = []
@@ -411,8 +427,10 @@ def summary_table(summary: dict) -> pd.DataFrame:
         for variant, m in p["models"].items():
             rows.append(dict(panel=p["title"], variant=variant, model=m["name"], accuracy=m.get("accuracy"),
                              gap_z=m.get("gap_z"), n_edges=m.get("n_edges"), edges_to_reach=m.get("edges_to_reach"),
-                             edges_multiplier=p["multiplier"]["multiplier"], heads_to_reach=m.get("heads_to_reach"),
+                             edges_multiplier=p["multiplier"]["multiplier"],
+                             **_interval_columns("edges_multiplier", p["multiplier"]), heads_to_reach=m.get("heads_to_reach"),
                              heads_multiplier=p.get("heads_multiplier", {}).get("multiplier"),
+                             **_interval_columns("heads_multiplier", p.get("heads_multiplier", {})),
                              note=p["multiplier"].get("note", ""),
                              attention_density=m.get("attention_density", 1.0 if variant == "dense" else None),
                              **{f"{k}_s": v for k, v in m.get("seconds", {}).items()}, peak_rss_gb=m.get("peak_rss_gb")))

@@ -189,6 +189,15 @@ def test_demo_prints_the_readme_numbers(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert s["toy"]["source"] == "shipped"
+    for p in s["panels"]:             # every multiplier and count comes with a bootstrap interval that contains it
+        for kind, unit in (("multiplier", "edges"), ("heads_multiplier", "heads")):
+            m = p[kind]
+            assert m["multiplier"] is not None and m["interval"]["n_boot"] == 1000
+            lo, hi = m["interval"]["low"], m["interval"]["high"]
+            assert lo <= m["multiplier"] and (hi is None or m["multiplier"] <= hi)
+            for v in ("dense", "sparse"):
+                lo, hi = p["models"][v][f"{unit}_interval"]
+                assert lo <= p["models"][v][f"{unit}_to_reach"] and (hi is None or p["models"][v][f"{unit}_to_reach"] <= hi)
     lines = r.stdout.splitlines()
     start = next(i for i, l in enumerate(lines) if l.startswith("demo: explained effect"))
     printed = [l for l in lines[start:] if not l.startswith(("files in", "demo finished"))]

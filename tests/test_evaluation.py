@@ -1,12 +1,18 @@
 """Edge patching beyond the per-family reference checks (tests/test_families.py): plan layouts, answer-only logits,
 noise-driven effects, curve arguments and refinement."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import reference
 import sparse_circuits.trace as tr
 from sparse_circuits.attribution import attribute
-from sparse_circuits.evaluation import Evaluator, curve, edges_to_reach, multiplier
+from sparse_circuits.evaluation import (Curve, Evaluator, crossing, curve, edges_to_reach, log_grid, multiplier,
+                                        multiplier_interval, reach_bootstrap)
 from sparse_circuits.models import gpt2_tokenizer, tiny_model
 from sparse_circuits.tasks import Task, make_task
 
@@ -85,3 +91,62 @@ def test_curve_and_refinement_on_a_model(task):
     if r.reached:  # the refined k really reaches tau and k - bracket does not improve the grid
         assert c.evaluate(r.edges) >= 0.5
         assert r.bracket[0] < r.edges
+
+
+def test_crossing_lies_in_the_grid_bracket_of_edges_to_reach():
+    "On random curves (monotone or not), the interpolated crossing lies between the grid points edges_to_reach brackets."
+    rng = np.random.default_rng(0)
+    ks = log_grid(1519, 24)
+    for trial in range(300):
+        e = rng.uniform(-0.2, 1.1, len(ks))
+        if trial % 2: e = np.sort(e)
+        r = edges_to_reach(pd.DataFrame(dict(k=ks, explained_effect=e)), 0.9, refine=False)
+        x = crossing(ks, e, 0.9)[0]
+        if not r.reached: assert math.isinf(x)
+        elif r.bracket[0] is None: assert x == r.edges
+        else: assert r.bracket[0] <= x <= r.edges
+
+
+def _fake_curve(ks, metrics, clean, corrupted):
+    ev = SimpleNamespace(clean=clean, corrupted=corrupted)
+    return Curve(pd.DataFrame(dict(k=ks)), evaluator=ev, metrics=metrics)
+
+
+def _naive_crossing(ks, effects, tau):
+    for j, (k, e) in enumerate(zip(ks, effects)):
+        if e >= tau:
+            if j == 0: return float(k)
+            x0, x1, e0 = math.log1p(ks[j - 1]), math.log1p(k), effects[j - 1]
+            return math.expm1(x0 + (tau - e0) / (e - e0) * (x1 - x0))
+    return math.inf
+
+
+def test_reach_bootstrap_equals_a_naive_resampling():
+    "reach_bootstrap = resampling the prompts by hand (same generator draws), recomputing the effects and the crossing."
+    gen = torch.Generator().manual_seed(5)
+    n, ks = 12, [1, 2, 4, 8, 16, 32]
+    clean, corrupted = 1 + torch.rand(n, generator=gen, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    metrics = torch.stack([clean * min(1.0, k / 10) + 0.2 * torch.randn(n, generator=gen, dtype=torch.float64) for k in ks])
+    fast = reach_bootstrap(_fake_curve(ks, metrics, clean, corrupted), 0.9, n_boot=40, seed=3)
+    idx = torch.randint(0, n, (40, n), generator=torch.Generator().manual_seed(3))
+    for b in range(40):
+        i = idx[b].tolist()
+        c, k = sum(clean[j] for j in i) / n, sum(corrupted[j] for j in i) / n
+        effects = [float((sum(metrics[r, j] for j in i) / n - k) / (c - k)) for r in range(len(ks))]
+        assert fast[b] == pytest.approx(_naive_crossing(ks, effects, 0.9), rel=1e-9)
+
+
+def test_multiplier_interval_is_paired():
+    """Two models with the same per-prompt metrics: every paired resample gives the ratio 1, so the interval is [1, 1];
+    resampling the two independently (another seed for one of them) would not give that."""
+    gen = torch.Generator().manual_seed(0)
+    n, ks = 30, [1, 4, 16, 64, 256]
+    clean, corrupted = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    metrics = torch.stack([torch.full((n,), k / 300.0, dtype=torch.float64) + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+                           for k in ks])
+    d = reach_bootstrap(_fake_curve(ks, metrics, clean, corrupted), 0.5, n_boot=200)
+    assert np.isfinite(d).mean() > 0.5 and np.nanstd(d[np.isfinite(d)]) > 0      # the crossing does move
+    same = multiplier_interval(d, reach_bootstrap(_fake_curve(ks, metrics, clean, corrupted), 0.5, n_boot=200))
+    assert (same["low"], same["high"]) == (1.0, 1.0)
+    other = reach_bootstrap(_fake_curve(ks, metrics, clean, corrupted), 0.5, n_boot=200, seed=1)   # other resamples
+    assert multiplier_interval(d, other)["high"] is None or multiplier_interval(d, other)["high"] > 1.0
