@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models as tk_models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -28,9 +29,9 @@ from .sparse_attention import attention_density
 from .training import eval_loss, sparsify, train_lm
 
 # %% auto #0
-__all__ = ['TOY_PATTERN', 'EOS', 'DOC_KINDS', 'DOC_VARIANTS', 'SHIPPED', 'toy_tokenizer', 'toy_documents', 'pack', 'ToyConfig',
-           'toy_tasks', 'toy_data', 'train_toy_models', 'shipped_info', 'check_toy_files', 'ship_toy_models',
-           'toy_models']
+__all__ = ['TOY_PATTERN', 'EOS', 'DOC_KINDS', 'DOC_VARIANTS', 'SPARSE_FIELDS', 'SHIPPED', 'toy_tokenizer', 'toy_documents',
+           'pack', 'ToyConfig', 'toy_tasks', 'toy_data', 'train_toy_models', 'shipped_info', 'check_toy_files',
+           'ship_toy_models', 'dense_source', 'toy_models']
 
 # %% ../nbs/10_toy.ipynb #e50b2f16
 TOY_PATTERN = r"'s|'t| ?[A-Za-z]+| ?[0-9]{2}| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"
@@ -105,6 +106,8 @@ def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.
     return torch.tensor(rows)
 
 # %% ../nbs/10_toy.ipynb #f99b339f
+SPARSE_FIELDS = ("sparsify_steps", "sparsify_lr", "slack", "lambda_lr", "gate_bias", "distill")   # post-training only
+
 @dataclass
 class ToyConfig:
     "Recipe of the toy world: corpus, dense model, training, sparse post-training, held-out task prompts."
@@ -151,6 +154,11 @@ class ToyConfig:
     def key(self) -> str:
         "Short hash of every field: the models' identity."
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+    def dense_key(self) -> str:
+        "Short hash of the fields the dense model depends on (all but the sparse post-training's `SPARSE_FIELDS`)."
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in SPARSE_FIELDS}
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     def eval_options(self, task: str) -> dict:
         "The options of the held-out prompts of `task`: its task options, with the documents' filler prefix."
@@ -199,21 +207,39 @@ def _no_dropout(hf):
         if isinstance(m, torch.nn.Dropout): m.p = 0.0
     for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop"): setattr(hf.config, k, 0.0)
 
-def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = True) -> dict:
+def _reused_dense(cfg: ToyConfig, src) -> tuple:
+    "(dense model, train log, info) of the toy models in folder `src`, if their dense recipe is `cfg`'s; else an error."
+    src = Path(src)
+    info = shipped_info(src)
+    if info is None: raise ValueError(f"dense_from={str(src)!r} holds no toy models (no info.json).")
+    if ToyConfig.from_dict(info["config"]).dense_key() != cfg.dense_key():
+        raise ValueError(f"dense_from={str(src)!r}: its recipe ({info['key']}) differs from this one in fields other than "
+                         f"the sparse post-training's {SPARSE_FIELDS}, so its dense model is not this recipe's.")
+    check_toy_files(src, info)
+    dense = GPT2LMHeadModel.from_pretrained(src / "dense", attn_implementation="eager")
+    return dense, pd.read_csv(src / "train_log.csv"), info
+
+def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = True, dense_from=None) -> dict:
     """Train the dense and the sparse toy model of `cfg` from scratch into folder `root` (atomically); returns the info.
-    Both trainings checkpoint into `<root>.checkpoints` (removed when the models are written): a stopped run resumes."""
+    Both trainings checkpoint into `<root>.checkpoints` (removed when the models are written): a stopped run resumes.
+    `dense_from`: a folder of toy models whose recipe has this one's `dense_key`; its dense model is used, not retrained."""
     tok = toy_tokenizer()
     ckpts = Path(str(root) + ".checkpoints")
     t_all = time.perf_counter()
     t0 = time.perf_counter()
     train, held_rows, info = toy_data(cfg)
     info["data_seconds"] = round(time.perf_counter() - t0, 1)
-    dense = _toy_gpt2(cfg, len(tok))
-    t0 = time.perf_counter()
-    log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                   device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
-    info["train_seconds"] = round(log.attrs["seconds"], 1)   # all its steps, also those of an interrupted run resumed here
-    resumed_seconds = log.attrs["seconds"] - (time.perf_counter() - t0)   # > 0 if it resumed: steps of interrupted runs
+    if dense_from is not None:
+        dense, log, src = _reused_dense(cfg, dense_from)
+        info.update(train_seconds=src["train_seconds"], dense_from=src["key"])   # the time it took to train it there
+        resumed_seconds = 0.0
+    else:
+        dense = _toy_gpt2(cfg, len(tok))
+        t0 = time.perf_counter()
+        log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                       device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
+        info["train_seconds"] = round(log.attrs["seconds"], 1)   # all its steps, also those of an interrupted run resumed here
+        resumed_seconds = log.attrs["seconds"] - (time.perf_counter() - t0)   # > 0 if it resumed: steps of interrupted runs
     _no_dropout(dense)  # dropout is for training the dense model only
     info["dense_loss"] = eval_loss(dense, held_rows)
     sparse = copy.deepcopy(dense)
@@ -268,6 +294,12 @@ def ship_toy_models(src, dest) -> Path:
     return atomic_dir(dest, build)
 
 # %% ../nbs/10_toy.ipynb #350fc258
+def dense_source(cfg: ToyConfig) -> Path | None:
+    "The shipped models' folder if their recipe differs from `cfg` only in the sparse post-training (then their dense model is `cfg`'s)."
+    shipped = shipped_info()
+    if shipped is None or shipped["key"] == cfg.key(): return None
+    return SHIPPED if ToyConfig.from_dict(shipped["config"]).dense_key() == cfg.dense_key() else None
+
 def toy_models(cfg: ToyConfig | None = None, *, retrain: bool = False, cache: bool = True, device="cpu",
                dtype=torch.float32, progress: bool = True, cache_root: Path | None = None) -> tuple:
     "(dense, sparse, info): the toy models of `cfg`, nnsight-wrapped: shipped, cached or trained now."
@@ -281,7 +313,7 @@ def toy_models(cfg: ToyConfig | None = None, *, retrain: bool = False, cache: bo
         root = Path(cache_root) if cache_root is not None else cache_dir("toy", cfg.key())
         source = "cache"
         if retrain or not cache or not (root / "info.json").exists():
-            train_toy_models(cfg, root, device=device, progress=progress)
+            train_toy_models(cfg, root, device=device, progress=progress, dense_from=None if retrain else dense_source(cfg))
             source = "trained"
     info = json.loads((root / "info.json").read_text())
     info.update(source=source, path=str(root))
