@@ -27,7 +27,7 @@ from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
 from .evaluation import (Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
-                                        multiplier_interval, percentile_interval, reach_bootstrap)
+    multiplier_interval, percentile_interval, reach_bootstrap)
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
     smollm2, smollm2_path, smollm2_tokenizer)
