@@ -407,8 +407,10 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
     text = _csv_text(results)
     files = {"results.csv": (lambda f: f.write(text), "w")}
     if plot:
+        iv = lambda p, u: (p.get("multiplier" if u == "edges" else "heads_multiplier") or {}).get("interval") or {}
         reach = pd.DataFrame([dict(panel=p["title"], unit=u, variant=v, to_reach=p["models"][v].get(f"{u}_to_reach"),
-                                   significant=p["models"][v].get("significant", True))
+                                   significant=p["models"][v].get("significant", True),
+                                   mult_low=iv(p, u).get("low"), mult_high=iv(p, u).get("high"))
                               for p in panels for v in ("dense", "sparse") for u in ("edges", "heads")])
         files.update(figure_files(results, cfg.tau, reach))
         files.update(circuit_files(panels))

@@ -98,6 +98,10 @@ def plot_figure(df: pd.DataFrame, unit: str = "edges", tau: float = 0.9, reach: 
             mid = math.sqrt(lo * hi) if log_x and lo > 0 else (lo + hi) / 2
             ax.text(mid, tau + 0.035, _fmt_mult(kd / ks), ha="center", va="bottom", fontsize=11, fontweight="bold",
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
+            if "mult_low" in reach and not pd.isna(reach.loc[(panel, "dense"), "mult_low"]):   # its interval, under the line
+                ml, mh = reach.loc[(panel, "dense"), "mult_low"], reach.loc[(panel, "dense"), "mult_high"]
+                ax.text(mid, tau - 0.035, f"[{ml:.1f}-{'inf' if pd.isna(mh) else f'{mh:.1f}'}]", ha="center", va="top",
+                        fontsize=8, bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
         else:
             ax.axhline(tau, color="k", ls=":", lw=0.8)
             ax.text(0.5, tau + 0.035, f"{tau:g} not reached", transform=ax.get_yaxis_transform(), ha="center", fontsize=9)
