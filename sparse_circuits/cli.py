@@ -103,17 +103,21 @@ def _demo(args):
     return 0
 
 def _plot(args):
-    from sparse_circuits.core import IncompleteSetError, check_set
+    from sparse_circuits.core import sha256_file
+    from sparse_circuits.experiment import reach_table
     from sparse_circuits.plotting import plot_results
     res = Path(args.results)
     if not res.is_file(): print(f"error: {res} is not a results.csv file", file=sys.stderr); return 2
-    tau = args.tau
+    tau, reach, summ_path = args.tau, None, res.parent / "summary.json"
+    try: summ = json.loads(summ_path.read_text()) if summ_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError): summ = {}
+    if (summ.get("files") or {}).get(res.name) != sha256_file(res): summ = {}   # not the table this summary describes
+    if tau is None: tau = summ.get("tau", 0.9)
+    if summ and tau == summ.get("tau"): reach = reach_table(summ)              # the run's own counts and intervals
+    else: print("note: no summary.json of this table with this tau beside it: the counts to reach tau are read off the "
+                "curves' points (no bisection), so they can differ from the run's", file=sys.stderr)
     try:
-        if (res.parent / "summary.json").exists():
-            try: summ = check_set(res.parent, "summary.json")
-            except IncompleteSetError as e: print(f"warning: {e}", file=sys.stderr); summ = {}
-            if tau is None: tau = summ.get("tau", 0.9)
-        paths = plot_results(res, args.out or res.parent, 0.9 if tau is None else tau)
+        paths = plot_results(res, args.out or res.parent, tau, reach)
     except _user_errors() as e: print(f"error: {e}", file=sys.stderr); return 2
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

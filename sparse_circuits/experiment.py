@@ -39,8 +39,8 @@ from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
-           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len', 'dry_run', 'run',
-           'summary_table']
+           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len', 'dry_run',
+           'reach_table', 'run', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -371,6 +371,14 @@ def _load_panel(csv: Path, js: Path, key: str):
     if summ.get("key") != key or summ.get("csv_sha256") != sha256_file(csv): return None
     return pd.read_csv(csv), summ
 
+def reach_table(summary: dict) -> pd.DataFrame:
+    "Per panel, unit and model of a run's summary: bisected count to reach tau, significance, multiplier interval."
+    iv = lambda p, u: (p.get("multiplier" if u == "edges" else "heads_multiplier") or {}).get("interval") or {}
+    return pd.DataFrame([dict(panel=p["title"], unit=u, variant=v, to_reach=p["models"][v].get(f"{u}_to_reach"),
+                              significant=p["models"][v].get("significant", True),
+                              mult_low=iv(p, u).get("low"), mult_high=iv(p, u).get("high"))
+                         for p in summary["panels"] for v in ("dense", "sparse") for u in ("edges", "heads")])
+
 def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bool = True, retrain: bool = False) -> dict:
     "Run every panel of `config` (path, TOML text, dict or FigureConfig) into `out_dir`; returns the summary."
     cfg = parse_config(config) if not isinstance(config, FigureConfig) else config
@@ -407,12 +415,7 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
     text = _csv_text(results)
     files = {"results.csv": (lambda f: f.write(text), "w")}
     if plot:
-        iv = lambda p, u: (p.get("multiplier" if u == "edges" else "heads_multiplier") or {}).get("interval") or {}
-        reach = pd.DataFrame([dict(panel=p["title"], unit=u, variant=v, to_reach=p["models"][v].get(f"{u}_to_reach"),
-                                   significant=p["models"][v].get("significant", True),
-                                   mult_low=iv(p, u).get("low"), mult_high=iv(p, u).get("high"))
-                              for p in panels for v in ("dense", "sparse") for u in ("edges", "heads")])
-        files.update(figure_files(results, cfg.tau, reach))
+        files.update(figure_files(results, cfg.tau, reach_table(summary)))
         files.update(circuit_files(panels))
     write_set(out, files, "summary.json", summary)
     return summary

@@ -159,10 +159,18 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert r2.returncode == 0
     assert all(p.get("resumed") for p in json.loads((out / "summary.json").read_text())["panels"])
     assert (out / "results.csv").read_bytes() == first          # byte-identical after a resume
-    # plot from the saved table alone
+    # replot from the saved table: with its summary beside it, the run's own counts and intervals: the same figure
+    figures = {f: (out / f).read_bytes() for f in ("figure.png", "heads.png")}
     (out / "figure.png").unlink()
     r3 = sc("plot", out / "results.csv")
-    assert r3.returncode == 0 and (out / "figure.png").exists()
+    assert r3.returncode == 0 and "note:" not in r3.stderr
+    assert {f: (out / f).read_bytes() for f in figures} == figures
+    # the table alone (no summary): counts read off the curves' points, and the command says so
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "results.csv").write_bytes(first)
+    r3b = sc("plot", alone / "results.csv")
+    assert r3b.returncode == 0 and (alone / "figure.png").exists() and "no bisection" in r3b.stderr
     # --retrain trains the recipe again although it is cached; on one machine training is deterministic
     r4 = sc("run", cfg, "--out", tmp_path / "again", "--quiet", "--retrain", env=env)
     assert r4.returncode == 0, r4.stderr[-3000:]
@@ -205,3 +213,7 @@ def test_demo_prints_the_readme_numbers(tmp_path):
     missing = [l for l in printed if l.strip() and l not in readme]
     assert not missing, "the demo printed lines the README does not have:\n" + "\n".join(missing)
     assert len(printed) >= 6 and any(l.startswith("demo finished in") for l in lines)
+    # replotted from its table and summary, the figure is the run's: bisected counts and intervals, not the grid's
+    r2 = sc("plot", tmp_path / "demo" / "results.csv", "--out", tmp_path / "replot")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert (tmp_path / "replot" / "figure.png").read_bytes() == (tmp_path / "demo" / "figure.png").read_bytes()
