@@ -110,8 +110,10 @@ def _plot(args):
     if not res.is_file(): print(f"error: {res} is not a results.csv file", file=sys.stderr); return 2
     tau, reach, summ_path = args.tau, None, res.parent / "summary.json"
     try: summ = json.loads(summ_path.read_text()) if summ_path.exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError): summ = {}
-    if (summ.get("files") or {}).get(res.name) != sha256_file(res): summ = {}   # not the table this summary describes
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        print(f"warning: {summ_path}: not valid JSON ({e}); the table is plotted alone", file=sys.stderr); summ = {}
+    if not isinstance(summ, dict) or (summ.get("files") or {}).get(res.name) != sha256_file(res):
+        summ = {}                                                               # not the table this summary describes
     if tau is None: tau = summ.get("tau", 0.9)
     if summ and tau == summ.get("tau"): reach = reach_table(summ)              # the run's own counts and intervals
     else: print("note: no summary.json of this table with this tau beside it: the counts to reach tau are read off the "
