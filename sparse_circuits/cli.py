@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .evaluation import format_interval
 from .models import FAMILIES, tiny_model
 
 # %% auto #0
@@ -35,8 +36,7 @@ def _fmt(m: dict) -> str:
     "A multiplier as printed: `2.0x [1.4-3.1]` (its 95% interval over resamples of the prompts), or why there is none."
     if not m.get("multiplier"): return m.get("note") or "-"
     iv = m.get("interval") or {}
-    end = lambda x: "inf" if x is None else f"{x:.1f}"
-    return f"{m['multiplier']:.1f}x" + (f" [{end(iv['low'])}-{end(iv['high'])}]" if iv else "")
+    return f"{m['multiplier']:.1f}x" + (f" {format_interval(iv['low'], iv['high'])}" if iv else "")
 
 def print_summary(s: dict, out: Path):
     "The summary of a run, as the CLI prints it."

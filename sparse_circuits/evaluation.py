@@ -24,7 +24,8 @@ from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_b
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'boot_effects', 'bootstrap_interval',
            'Curve', 'curve', 'Reach', 'check_tau', 'edges_to_reach', 'multiplier', 'crossing', 'reach_bootstrap',
-           'percentile_interval', 'multiplier_interval', 'head_scores', 'head_circuit', 'head_curve', 'cpr_cmd']
+           'percentile_interval', 'multiplier_interval', 'format_interval', 'head_scores', 'head_circuit', 'head_curve',
+           'cpr_cmd']
 
 # %% ../nbs/08_evaluation.ipynb #2f6f3ec2
 class Evaluator:
@@ -331,7 +332,8 @@ def reach_bootstrap(c: Curve, tau: float = 0.9, n_boot: int = 1000, seed: int = 
     if c.metrics is None or c.evaluator is None:
         raise ValueError("reach_bootstrap needs a Curve made by `curve` or `head_curve` (its per-prompt metrics and evaluator).")
     ks, metrics = list(c.table.k), c.metrics
-    extra = {k: m for k, m in c.extra.items() if k not in set(ks)}     # the bisection's points, between grid points
+    on_grid = set(ks)
+    extra = {k: m for k, m in c.extra.items() if k not in on_grid}     # the bisection's points, between grid points
     if extra: ks, metrics = ks + list(extra), torch.cat([metrics, torch.stack(list(extra.values()))])
     ee = boot_effects(metrics, c.evaluator.clean, c.evaluator.corrupted, n_boot, seed)   # [n_k, n_boot]
     return crossing(ks, ee.T.numpy(), tau)
@@ -357,6 +359,11 @@ def multiplier_interval(dense_boot: np.ndarray, sparse_boot: np.ndarray, level: 
     unreached = float(np.mean(~np.isfinite(dense_boot) | ~np.isfinite(sparse_boot)))
     return dict(low=wide[0], high=wide[1], level=level, n_boot=len(ratio), extended=(wide != (lo, hi)),
                 unreached_fraction=unreached)
+
+def format_interval(low, high, digits: int = 1) -> str:
+    "An interval as printed and drawn, `[0.3-0.7]`; an unbounded end (None or nan) is `inf`."
+    end = lambda x: "inf" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return f"[{end(low)}-{end(high)}]"
 
 # %% ../nbs/08_evaluation.ipynb #79f3d67c
 def head_scores(attr: Attribution) -> torch.Tensor:

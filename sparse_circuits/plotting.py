@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .core import atomic_write
-from .evaluation import edges_to_reach
+from .evaluation import edges_to_reach, format_interval
 from .graph import Graph
 
 # %% auto #0
@@ -100,7 +100,7 @@ def plot_figure(df: pd.DataFrame, unit: str = "edges", tau: float = 0.9, reach: 
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
             if "mult_low" in reach and not pd.isna(reach.loc[(panel, "dense"), "mult_low"]):   # its interval, under the line
                 ml, mh = reach.loc[(panel, "dense"), "mult_low"], reach.loc[(panel, "dense"), "mult_high"]
-                ax.text(mid, tau - 0.035, f"[{ml:.1f}-{'inf' if pd.isna(mh) else f'{mh:.1f}'}]", ha="center", va="top",
+                ax.text(mid, tau - 0.035, format_interval(ml, mh), ha="center", va="top",
                         fontsize=8, bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
         else:
             ax.axhline(tau, color="k", ls=":", lw=0.8)
