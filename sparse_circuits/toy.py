@@ -123,9 +123,9 @@ class ToyConfig:
     train_steps: int = 8000
     lr: float = 3e-3
     batch_size: int = 32
-    sparsify_steps: int = 1500
+    sparsify_steps: int = 3000
     sparsify_lr: float = 1e-3
-    slack: float = 0.03
+    slack: float = 0.05
     lambda_lr: float = 0.05
     gate_bias: float = 0.0
     distill: float = 0.0
