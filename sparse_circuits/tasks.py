@@ -281,6 +281,7 @@ def build_rows(spec: TaskSpec, tokenizer, n: int, seed: int = 0, prefix=None, ma
         try:
             row = spec.example(ctx, rng, i)
             if prefix: row = add_prefix(spec, tokenizer, row, rng, prefix)
+            if row["clean"] == row["corrupted"]: raise Skip("clean and corrupted prompts are identical")   # no effect to explain
         except Skip as e:
             dropped += 1
             key = str(e).split("'")[0].strip()
@@ -314,10 +315,12 @@ def year_token_ids(tokenizer) -> torch.Tensor:
         ids.append(t[0])
     return torch.tensor(ids)
 
-def _gt_setup(tokenizer, century: int = 17, min_years: int = 20):
+def _gt_setup(tokenizer, century: int = 17, min_years: int = 20, first_year: int = 2):
+    if isinstance(first_year, bool) or not isinstance(first_year, int) or not 0 <= first_year <= 98:
+        raise ValueError(f"greater-than: first_year must be a start year in 0..98, got {first_year!r}.")
     year_ids = year_token_ids(tokenizer)
     good, excluded = [], []
-    for yy in range(2, 99):
+    for yy in range(first_year, 99):
         toks = _ids(tokenizer, f" {century}{yy:02d}")
         (good if len(toks) == 2 and toks[1] == year_ids[yy] else excluded).append(yy)
     if len(good) < min_years:

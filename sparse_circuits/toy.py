@@ -29,9 +29,9 @@ from .sparse_attention import attention_density
 from .training import eval_loss, sparsify, train_lm
 
 # %% auto #0
-__all__ = ['TOY_PATTERN', 'EOS', 'DOC_KINDS', 'DOC_VARIANTS', 'SPARSE_FIELDS', 'SHIPPED', 'toy_tokenizer', 'toy_documents',
-           'pack', 'ToyConfig', 'toy_tasks', 'toy_data', 'train_toy_models', 'shipped_info', 'check_toy_files',
-           'ship_toy_models', 'dense_source', 'toy_models']
+__all__ = ['TOY_PATTERN', 'EOS', 'DOC_KINDS', 'DOC_VARIANTS', 'SPARSE_FIELDS', 'LATER_FIELDS', 'SHIPPED', 'toy_tokenizer',
+           'toy_documents', 'pack', 'ToyConfig', 'toy_tasks', 'toy_data', 'train_toy_models', 'shipped_info',
+           'check_toy_files', 'ship_toy_models', 'dense_source', 'toy_models']
 
 # %% ../nbs/10_toy.ipynb #e50b2f16
 TOY_PATTERN = r"'s|'t| ?[A-Za-z]+| ?[0-9]{2}| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"
@@ -107,6 +107,7 @@ def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.
 
 # %% ../nbs/10_toy.ipynb #f99b339f
 SPARSE_FIELDS = ("sparsify_steps", "sparsify_lr", "slack", "lambda_lr", "gate_bias", "distill")   # post-training only
+LATER_FIELDS = {"doc_options": {}}   # fields added after models were shipped: hashed only when set, so older keys stay
 
 @dataclass
 class ToyConfig:
@@ -133,6 +134,7 @@ class ToyConfig:
     n_heldout: int = 200
     heldout_seed: int = 10_000
     task_options: dict = field(default_factory=lambda: {"ioi-long": dict(min_tokens=30, max_tokens=60)})
+    doc_options: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self):
@@ -150,14 +152,20 @@ class ToyConfig:
         if not isinstance(self.mix, dict) or not isinstance(self.task_options, dict):
             raise ValueError("toy.mix and toy.task_options must be tables.")
         for name, opts in self.task_options.items(): T.check_task_options(name, opts)
+        if not isinstance(self.doc_options, dict): raise ValueError("toy.doc_options must be a table.")
+        for name, opts in self.doc_options.items():
+            if "prefix" in T.check_task_options(name, opts): raise ValueError("toy.doc_options: the documents' prefix is toy.doc_prefix.")
+
+    def _hashed(self, skip=()) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def key(self) -> str:
         "Short hash of every field: the models' identity."
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:12]
+        return hashlib.sha1(json.dumps(self._hashed(), sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     def dense_key(self) -> str:
         "Short hash of the fields the dense model depends on (all but the sparse post-training's `SPARSE_FIELDS`)."
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in SPARSE_FIELDS}
+        d = self._hashed(SPARSE_FIELDS)
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     def eval_options(self, task: str) -> dict:
@@ -185,8 +193,9 @@ def toy_data(cfg: ToyConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     tok = toy_tokenizer()
     held = toy_tasks(cfg)
     exclude = {r[w][len(r["prefix"]) + (len(t.spec.prefix_sep) if r["prefix"] else 0):]
-               for t in held.values() for r in t.rows for w in ("clean", "corrupted")}
-    docs, rejected = toy_documents(cfg.n_docs, cfg.seed, cfg.mix, exclude, cfg.doc_prefix, cfg.task_options)
+               for t in held.values() for r in t.rows for w in ("clean",)}
+    options = {k: {**cfg.task_options.get(k, {}), **cfg.doc_options.get(k, {})} for k in {**cfg.task_options, **cfg.doc_options}}
+    docs, rejected = toy_documents(cfg.n_docs, cfg.seed, cfg.mix, exclude, cfg.doc_prefix, options)
     rows = pack(tok, docs, cfg.seq_len, cfg.packing)
     n_eval = cfg.n_eval_rows
     if len(rows) <= 2 * n_eval: raise ValueError(f"toy corpus too small: {len(rows)} rows for {n_eval} held-out rows; raise n_docs.")
