@@ -134,7 +134,7 @@ class ToyConfig:
     n_heldout: int = 200
     heldout_seed: int = 10_000
     task_options: dict = field(default_factory=lambda: {"ioi-long": dict(min_tokens=30, max_tokens=60)})
-    doc_options: dict = field(default_factory=dict)
+    doc_options: dict = field(default_factory=lambda: {"greater-than": {"first_year": 1}})
     seed: int = 0
 
     def __post_init__(self):
