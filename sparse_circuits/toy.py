@@ -107,7 +107,7 @@ def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.
 
 # %% ../nbs/10_toy.ipynb #f99b339f
 SPARSE_FIELDS = ("sparsify_steps", "sparsify_lr", "slack", "lambda_lr", "gate_bias", "distill")   # post-training only
-LATER_FIELDS = {"doc_options": {}}   # fields added after models were shipped: hashed only when set, so older keys stay
+LATER_FIELDS = {"doc_options": {}}   # fields added after models shipped, and the value that leaves a recipe as it was: not hashed
 
 @dataclass
 class ToyConfig:
@@ -192,8 +192,8 @@ def toy_data(cfg: ToyConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     "(train rows, held-out rows, info): the packed corpus without any document whose prompt is a held-out prompt."
     tok = toy_tokenizer()
     held = toy_tasks(cfg)
-    exclude = {r[w][len(r["prefix"]) + (len(t.spec.prefix_sep) if r["prefix"] else 0):]
-               for t in held.values() for r in t.rows for w in ("clean",)}
+    exclude = {r["clean"][len(r["prefix"]) + (len(t.spec.prefix_sep) if r["prefix"] else 0):]   # clean prompts only
+               for t in held.values() for r in t.rows}
     options = {k: {**cfg.task_options.get(k, {}), **cfg.doc_options.get(k, {})} for k in {**cfg.task_options, **cfg.doc_options}}
     docs, rejected = toy_documents(cfg.n_docs, cfg.seed, cfg.mix, exclude, cfg.doc_prefix, options)
     rows = pack(tok, docs, cfg.seq_len, cfg.packing)
