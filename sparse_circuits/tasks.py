@@ -316,7 +316,7 @@ def year_token_ids(tokenizer) -> torch.Tensor:
     return torch.tensor(ids)
 
 def _gt_setup(tokenizer, century: int = 17, min_years: int = 20, first_year: int = 2):
-    if isinstance(first_year, bool) or not isinstance(first_year, int) or not 0 <= first_year <= 98:
+    if as_int(first_year, "greater-than: first_year", 0) > 98:
         raise ValueError(f"greater-than: first_year must be a start year in 0..98, got {first_year!r}.")
     year_ids = year_token_ids(tokenizer)
     good, excluded = [], []
