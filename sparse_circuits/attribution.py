@@ -97,7 +97,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                 metric = metric_fn(unembed_answers(model, lay, b), mb).sum()
                 with metric.backward():
                     grads, g_final = read_grads(reads)
-                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, 1, spans)
+                scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype=dtype, n_copies=1, spans=spans)
         else:
             with model.trace(b.clean, **kw):
                 e_clean = lay.embed(model).output.detach()
@@ -120,7 +120,7 @@ def batch_scores(model, lay: Layout, g: Graph, metric_fn, b: Batch, method: str,
                     metric = metric_fn(unembed_answers(model, lay, bm), mbm).sum()
                     with metric.backward():
                         grads, g_final = read_grads(reads)
-                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype, m, spans)
+                    scores = accumulate_scores(scores.to(delta.device), delta, model, lay, g, reads, grads, g_final, dtype=dtype, n_copies=m, spans=spans)
         scores = scores.save()
     return scores
 
