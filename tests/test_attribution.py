@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sparse_circuits.attribution import Attribution, NonFiniteScoresError, attribute
+from sparse_circuits.core import unwrap
 from sparse_circuits.graph import Graph
 from sparse_circuits.models import gpt2_tokenizer, tiny_model
 from sparse_circuits.tasks import make_task
@@ -31,7 +32,7 @@ def test_float64_model_is_scored_in_float64(task):
 
 def test_nan_in_the_model_is_an_error_not_a_ranking(task):
     model = tiny_model("gpt2", seed=0)
-    with torch.no_grad(): model._module.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
+    with torch.no_grad(): unwrap(model).transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteScoresError, match="are NaN or infinite"):
         attribute(model, task, method="EAP", batch_size=6, progress=False)
     g = Graph(1, 2, 2)

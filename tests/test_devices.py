@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sparse_circuits.attribution import attribute
+from sparse_circuits.core import unwrap
 from sparse_circuits.evaluation import Evaluator
 from sparse_circuits.models import gpt2_tokenizer, tiny_model
 from sparse_circuits.sparse_attention import attention_density, make_sparse
@@ -35,7 +36,7 @@ def task():
 
 def on(model, device):
     m = copy.deepcopy(model)
-    m._module.to(device)
+    unwrap(m).to(device)
     return m
 
 
@@ -71,5 +72,5 @@ def test_sparse_gate_and_sparsify_on_device(device, task):
     b = next(task.batches(8))
     torch.testing.assert_close(attention_density(dev, b.to(device)).per_head, attention_density(cpu, b).per_head)
     corpus = repeat_corpus(512, vocab=64, seed=0)
-    res = sparsify(dev._module, corpus, steps=20, target_loss=20.0, lr=1e-2, device=device, progress=False)
+    res = sparsify(unwrap(dev), corpus, steps=20, target_loss=20.0, lr=1e-2, device=device, progress=False)
     assert res.log["kept"].iloc[-1] < res.log["kept"].iloc[0] and torch.isfinite(torch.tensor(res.log["loss"].values)).all()

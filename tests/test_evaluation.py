@@ -11,6 +11,7 @@ import torch
 import reference
 import sparse_circuits.trace as tr
 from sparse_circuits.attribution import attribute
+from sparse_circuits.core import unwrap
 from sparse_circuits.evaluation import (Curve, Evaluator, crossing, curve, edges_to_reach, log_grid, multiplier,
                                         multiplier_interval, reach_bootstrap)
 from sparse_circuits.models import gpt2_tokenizer, tiny_model
@@ -36,7 +37,7 @@ def test_sparse_and_dense_plans_agree_with_reference(density_threshold, task, mo
         plans = tr.circuit_plans(g, keep)
         layouts |= {p.matrix.layout for pair in plans.layers for p in pair if p is not None and len(p.active)}
         got = ev.metrics([keep])[0].mean().item()
-        want = reference.patched_metric(model._module, task, (~keep).double())
+        want = reference.patched_metric(unwrap(model), task, (~keep).double())
         assert got == pytest.approx(want, rel=1e-6, abs=1e-9), (density, got, want)
     assert layouts == {torch.sparse_csr if density_threshold else torch.strided}, layouts
 

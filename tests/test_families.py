@@ -9,6 +9,7 @@ import torch
 import reference
 from sparse_circuits.architectures import ARCHITECTURES, Architecture, register_architecture
 from sparse_circuits.attribution import attribute
+from sparse_circuits.core import unwrap
 from sparse_circuits.evaluation import Evaluator, explained_effect
 from sparse_circuits.graph import Graph
 from sparse_circuits.models import gpt2_tokenizer, load_model, tiny_model
@@ -33,18 +34,18 @@ def check_reference_forward(family, task):
     model = _model(family)
     b = next(task.batches(len(task)))
     with torch.no_grad():
-        want = model._module(input_ids=b.clean, attention_mask=b.attention_mask).logits
-        got = reference.forward(model._module, b.clean, b.attention_mask).logits
+        want = unwrap(model)(input_ids=b.clean, attention_mask=b.attention_mask).logits
+        got = reference.forward(unwrap(model), b.clean, b.attention_mask).logits
     real = b.attention_mask.bool()
     torch.testing.assert_close(got[real], want[real], rtol=1e-6, atol=1e-6)
-    assert reference.receiver_names(model._module) == Graph.from_model(model).receivers
-    assert reference.n_upstream(model._module) == Graph.from_model(model).n_upstream.tolist()
+    assert reference.receiver_names(unwrap(model)) == Graph.from_model(model).receivers
+    assert reference.n_upstream(unwrap(model)) == Graph.from_model(model).n_upstream.tolist()
 
 
 def check_attribution(family, task, method):
     model = _model(family)
     got = attribute(model, task, method=method, steps=3, batch_size=3, progress=False).scores.double()
-    want = reference.edge_scores(model._module, task, method=method, steps=3)
+    want = reference.edge_scores(unwrap(model), task, method=method, steps=3)
     assert want.abs().max() > 0
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
 
@@ -60,7 +61,7 @@ def check_patching(family, task):
     assert any(p.groups is not None for pair in circuit_plans(g, masks[-2]).layers for p in pair if p is not None)
     got = ev.metrics(masks).mean(-1)
     for keep, m in zip(masks, got):
-        want = reference.patched_metric(model._module, task, (~keep).double())
+        want = reference.patched_metric(unwrap(model), task, (~keep).double())
         assert m.item() == pytest.approx(want, rel=1e-6, abs=1e-9)
     full, empty = ev.metrics([g.valid, torch.zeros_like(g.valid)])
     assert ev.effect(full).item() == pytest.approx(1.0, abs=1e-6)
@@ -70,9 +71,9 @@ def check_patching(family, task):
 def check_sparse_gate(family, task):
     b = next(task.batches(len(task)))
     dense = tiny_model(family, seed=2)
-    with torch.no_grad(): want = dense._module(b.clean, attention_mask=b.attention_mask).logits
+    with torch.no_grad(): want = unwrap(dense)(b.clean, attention_mask=b.attention_mask).logits
     sparse = make_sparse(tiny_model(family, seed=2), 1e4)           # every gate open: the dense model
-    with torch.no_grad(): got = sparse._module(b.clean, attention_mask=b.attention_mask).logits
+    with torch.no_grad(): got = unwrap(sparse)(b.clean, attention_mask=b.attention_mask).logits
     real = b.attention_mask.bool()
     torch.testing.assert_close(got[real], want[real], rtol=1e-4, atol=1e-4)
     assert attention_density(sparse, b).overall == 1.0
@@ -117,7 +118,7 @@ def test_eap_equals_finite_differences(family, task):
     for u, r in sample:
         coef = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.float64)
         coef[u, r] = eps
-        fd = (reference.patched_metric(model._module, task, coef) - reference.patched_metric(model._module, task, -coef)) / (2 * eps)
+        fd = (reference.patched_metric(unwrap(model), task, coef) - reference.patched_metric(unwrap(model), task, -coef)) / (2 * eps)
         assert abs(fd - scores[u, r].item()) <= 1e-5 * max(1.0, abs(fd)), (g.senders[u], g.receivers[r], fd, scores[u, r])
 
 
@@ -154,8 +155,8 @@ def test_remote_local_equals_local(task):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_load_model_accepts_every_registered_family(family, tmp_path):
     m = tiny_model(family, seed=0)
-    m._module.save_pretrained(tmp_path); gpt2_tokenizer().save_pretrained(tmp_path)
+    unwrap(m).save_pretrained(tmp_path); gpt2_tokenizer().save_pretrained(tmp_path)
     back = load_model(tmp_path, device="cpu", dtype=torch.float32)
     assert back.config.model_type == ARCHITECTURES[family].model_types[0]
     ids = torch.tensor([[1, 2, 3]])
-    with torch.no_grad(): torch.testing.assert_close(back._module(ids).logits, m._module(ids).logits)
+    with torch.no_grad(): torch.testing.assert_close(unwrap(back)(ids).logits, unwrap(m)(ids).logits)
