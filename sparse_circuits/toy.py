@@ -113,8 +113,8 @@ LATER_FIELDS = {"doc_options": {}}   # fields added after models shipped, and th
 class ToyConfig:
     "Recipe of the toy world: corpus, dense model, training, sparse post-training, held-out task prompts."
     n_layer: int = 4
-    n_head: int = 8
-    n_embd: int = 64
+    n_head: int = 12
+    n_embd: int = 96
     dropout: float = 0.0
     seq_len: int = 128
     packing: str = "docs"
