@@ -26,7 +26,7 @@ from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
-from .evaluation import (Evaluator, Reach, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
+from .evaluation import (Evaluator, Reach, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
     multiplier_interval, percentile_interval, reach_bootstrap)
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
@@ -39,8 +39,8 @@ from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
-           'panel_key', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len', 'dry_run',
-           'reach_table', 'run', 'summary_table']
+           'panel_key', 'panel_task', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len',
+           'dry_run', 'reach_table', 'run', 'edges_at', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -135,6 +135,11 @@ def panel_key(panel: Panel, cache: ModelCache) -> str:
 # %% ../nbs/13_experiment.ipynb #9b89bbe8
 MAX_CIRCUIT_EDGES = 3000    # circuits at tau up to this size are saved with the panel (edge names and scores) and drawn
 
+def panel_task(panel: Panel, tokenizer):
+    "The prompts of a panel, tokenised for a model: its task, count, seed, BOS and task options."
+    return make_task(panel.task, tokenizer, n=panel.n_examples, seed=panel.seed, prepend_bos=panel.prepend_bos,
+                     **panel.task_options)
+
 def _with_interval(m: dict, boots: dict) -> dict:
     "The multiplier `m` with its paired bootstrap interval (only where there is a multiplier)."
     if m["multiplier"] is None: return m
@@ -149,8 +154,7 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         times, t0 = {}, time.perf_counter()
         model = cache.get(spec, panel)
         times["load"] = time.perf_counter() - t0
-        task = make_task(panel.task, model.tokenizer, n=panel.n_examples, seed=panel.seed, prepend_bos=panel.prepend_bos,
-                         **panel.task_options)
+        task = panel_task(panel, model.tokenizer)
         held_out = cache.held_out_fraction(spec, task)
         g = Graph.from_model(model)
         budget = panel.max_memory or None
@@ -419,6 +423,17 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
         files.update(circuit_files(panels))
     write_set(out, files, "summary.json", summary)
     return summary
+
+# %% ../nbs/13_experiment.ipynb #15fd1bb9
+def edges_at(model, task, panel: Panel, taus=None) -> dict:
+    "{tau: Reach} for `model` on `task` with `panel`'s attribution and curve settings, at `taus` (default: the panel's tau)."
+    taus = [check_tau(t) for t in (taus if taus is not None else (panel.tau,))]
+    budget = panel.max_memory or None
+    attr = attribute(model, task, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
+                     remote=panel.remote or None, progress=False, max_memory=budget)
+    c = curve(model, task, scores=attr, n_points=panel.curve_points, batch_size=panel.batch_size, n_boot=1,
+              seed=panel.seed, remote=panel.remote or None, progress=False, max_memory=budget)
+    return {tau: edges_to_reach(c, tau) for tau in taus}
 
 # %% ../nbs/13_experiment.ipynb #9708c639
 def _interval_columns(name: str, m: dict) -> dict:
