@@ -3,6 +3,7 @@
     python .ci/notebooks.py run [NOTEBOOK ...]   # execute in place (all of nbs/ by default); `make notebooks`
     python .ci/notebooks.py run --all NOTEBOOK   # flagged cells too (a real slow run, whose outputs are then kept)
     python .ci/notebooks.py check                # every notebook was executed and keeps the outputs it had
+    python .ci/notebooks.py verify [NOTEBOOK ...] # re-execute and diff with the stored outputs (developers; slow)
 
 `run` executes every code cell not flagged `#| slow`, `#| gpu` or `#| notest` with nbdev's own engine (execnb), in
 the notebook's folder, with progress bars off; flagged cells keep the outputs of their last real run. Outputs are
@@ -10,7 +11,15 @@ made reviewable: temporary folders and this machine's paths are replaced by plac
 produced output are recorded in the notebook's metadata (`sparse_circuits.outputs`, kept by nbdev_clean), so that
 `check` can tell a notebook whose outputs were stripped: it fails if any recorded cell has lost its outputs, or if a
 notebook was never executed. Run `nbdev_clean` after `run` (the Makefile does).
+
+`verify` executes the same cells without writing anything and prints, for each cell whose text output differs from
+the stored one, a diff; timings (a number before "s", "ms", "min", "h", "it/s", "s/it" or after a "seconds" key) are
+masked, so what it reports is a number or a table that moved. It catches stored outputs left stale by a change
+elsewhere. Run it with the thread count the outputs were stored with (2, the CI machine's cores): mini trainings
+give other last digits on one thread. Not part of `make test`: it doubles the notebooks' time, and a number that
+moves with the CPU model would fail CI machines that differ from the one that stored it.
 """
+import difflib
 import json
 import os
 import re
@@ -54,24 +63,31 @@ def _scrub_outputs(outputs):
     return outputs
 
 
-def run(paths, run_flagged: bool = False):
-    from execnb.nbio import read_nb, write_nb
+def execute(path: Path, run_flagged: bool = False):
+    "The notebook at `path` with its runnable cells executed (in its folder), as execnb's notebook object."
+    from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
     os.environ.update(TQDM_DISABLE="1", PYTHONHASHSEED="0", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    nb = read_nb(path)
+    def pre(cell):
+        if cell.cell_type != "code" or "nbdev_export(" in cell.source: return True
+        if skipped(cell.source) and not run_flagged: return True
+        cell.outputs = []
+        return False
+    shell = CaptureShell(path)
+    shell.run("import matplotlib; matplotlib.rcParams.update({'figure.dpi': 64, 'savefig.dpi': 64})")  # small stored images
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try: shell.run_all(nb, exc_stop=True, preproc=pre)
+    finally: os.chdir(cwd)
+    return nb
+
+
+def run(paths, run_flagged: bool = False):
+    from execnb.nbio import write_nb
     for path in paths:
         t0 = time.time()
-        nb = read_nb(path)
-        def pre(cell):
-            if cell.cell_type != "code" or "nbdev_export(" in cell.source: return True
-            if skipped(cell.source) and not run_flagged: return True
-            cell.outputs = []
-            return False
-        shell = CaptureShell(path)
-        shell.run("import matplotlib; matplotlib.rcParams.update({'figure.dpi': 64, 'savefig.dpi': 64})")  # small stored images
-        cwd = os.getcwd()
-        os.chdir(path.parent)
-        try: shell.run_all(nb, exc_stop=True, preproc=pre)
-        finally: os.chdir(cwd)
+        nb = execute(path, run_flagged)
         write_nb(nb, path)
         raw = json.loads(path.read_text(encoding="utf-8"))
         ids = []
@@ -102,9 +118,42 @@ def problems(path: Path) -> list:
     return out
 
 
+_TIMING = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?=\s*(?:s|ms|min|h|it/s|s/it)\b)|(?<=seconds': )[\d.]+|(?<=seconds\": )[\d.]+")
+
+
+def output_text(cell) -> str:
+    "A code cell's text outputs (streams, text/plain results, errors), scrubbed of paths, with timings masked."
+    parts = []
+    for o in cell.get("outputs", []):
+        t = o.get("text") or (o.get("data") or {}).get("text/plain") or "\n".join(o.get("traceback", []))
+        parts.append("".join(t) if isinstance(t, list) else str(t))
+    return _TIMING.sub("<t>", scrub("".join(parts)))
+
+
+def verify(path: Path) -> int:
+    "Print a diff for every executed cell whose text output moved; the number of such cells."
+    stored = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    fresh = json.loads(json.dumps(execute(path)))["cells"]
+    moved = 0
+    for i, (a, b) in enumerate(zip(stored, fresh)):
+        if a["cell_type"] != "code" or skipped("".join(a["source"])) or "nbdev_export(" in "".join(a["source"]): continue
+        old, new = output_text(a), output_text(b)
+        if old == new: continue
+        moved += 1
+        diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), "stored", "now", lineterm="", n=1))
+        print(f"--- {path.relative_to(ROOT)} cell {i} ({a.get('id')}): output moved", *diff[2:40], sep="\n")
+    print(f"{path.relative_to(ROOT)}: {moved} cell(s) whose output moved", flush=True)
+    return moved
+
+
 def main(argv):
-    if not argv or argv[0] not in ("run", "check"):
+    if not argv or argv[0] not in ("run", "check", "verify"):
         print(__doc__); return 2
+    if argv[0] == "verify":
+        paths = [Path(a).resolve() for a in argv[1:]] or notebooks()
+        if len(paths) == 1: return 1 if verify(paths[0]) else 0
+        rcs = [subprocess.run([sys.executable, __file__, "verify", str(p)]).returncode for p in paths]   # one process each
+        return 1 if any(rcs) else 0
     if argv[0] == "run":
         every = "--all" in argv
         paths = [Path(a).resolve() for a in argv[1:] if a != "--all"] or notebooks()
