@@ -136,7 +136,7 @@ def verify(path: Path) -> int:
     fresh = json.loads(json.dumps(execute(path)))["cells"]
     moved = 0
     for i, (a, b) in enumerate(zip(stored, fresh)):
-        if a["cell_type"] != "code" or skipped("".join(a["source"])) or "nbdev_export(" in "".join(a["source"]): continue
+        if a["cell_type"] != "code" or skipped("".join(a["source"])): continue      # skipped: flagged or the export cell
         old, new = output_text(a), output_text(b)
         if old == new: continue
         moved += 1
@@ -146,22 +146,24 @@ def verify(path: Path) -> int:
     return moved
 
 
+def _each(paths, args):
+    """Return codes of this script run with `args` on each notebook, one process each (as nbdev_test: a notebook's
+    definitions must not leak into the next); a generator, so a caller can stop at the first failure."""
+    for p in paths: yield subprocess.run([sys.executable, __file__, *args, str(p)]).returncode
+
+
 def main(argv):
     if not argv or argv[0] not in ("run", "check", "verify"):
         print(__doc__); return 2
     if argv[0] == "verify":
         paths = [Path(a).resolve() for a in argv[1:]] or notebooks()
         if len(paths) == 1: return 1 if verify(paths[0]) else 0
-        rcs = [subprocess.run([sys.executable, __file__, "verify", str(p)]).returncode for p in paths]   # one process each
-        return 1 if any(rcs) else 0
+        return 1 if any(_each(paths, ["verify"])) else 0
     if argv[0] == "run":
         every = "--all" in argv
         paths = [Path(a).resolve() for a in argv[1:] if a != "--all"] or notebooks()
         if len(paths) == 1: run(paths, run_flagged=every); return 0
-        for p in paths:  # one process per notebook, as nbdev_test: a notebook's definitions must not leak into the next
-            rc = subprocess.run([sys.executable, __file__, "run", *(["--all"] if every else []), str(p)]).returncode
-            if rc: return rc
-        return 0
+        return next((rc for rc in _each(paths, ["run", *(["--all"] if every else [])]) if rc), 0)   # stops at a failure
     bad = [p for nb in notebooks() for p in problems(nb)]
     for b in bad: print(b, file=sys.stderr)
     print(f"{len(notebooks())} notebooks, {len(bad)} problems with stored outputs")
