@@ -40,7 +40,7 @@ from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
            'panel_key', 'panel_task', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len',
-           'dry_run', 'reach_table', 'run', 'edges_at', 'summary_table']
+           'dry_run', 'reach_table', 'run', 'edges_at', 'circuit_at', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -425,15 +425,26 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
     return summary
 
 # %% ../nbs/13_experiment.ipynb #15fd1bb9
-def edges_at(model, task, panel: Panel, taus=None) -> dict:
-    "{tau: Reach} for `model` on `task` with `panel`'s attribution and curve settings, at `taus` (default: the panel's tau)."
-    taus = [check_tau(t) for t in (taus if taus is not None else (panel.tau,))]
+def _panel_curve(model, task, panel: Panel):
     budget = panel.max_memory or None
     attr = attribute(model, task, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
                      remote=panel.remote or None, progress=False, max_memory=budget)
-    c = curve(model, task, scores=attr, n_points=panel.curve_points, batch_size=panel.batch_size, n_boot=1,
-              seed=panel.seed, remote=panel.remote or None, progress=False, max_memory=budget)
+    return curve(model, task, scores=attr, n_points=panel.curve_points, batch_size=panel.batch_size, n_boot=1,
+                 seed=panel.seed, remote=panel.remote or None, progress=False, max_memory=budget)
+
+def edges_at(model, task, panel: Panel, taus=None) -> dict:
+    "{tau: Reach} for `model` on `task` with `panel`'s attribution and curve settings, at `taus` (default: the panel's tau)."
+    taus = [check_tau(t) for t in (taus if taus is not None else (panel.tau,))]
+    c = _panel_curve(model, task, panel)
     return {tau: edges_to_reach(c, tau) for tau in taus}
+
+def circuit_at(model, task, panel: Panel, tau=None) -> tuple:
+    """(Reach, keep): `edges_at`'s count at `tau` (default: the panel's tau) and the circuit itself, the bool mask
+    `[n_senders, n_receivers]` of those top edges (None if tau is not reached)."""
+    tau = check_tau(panel.tau if tau is None else tau)
+    c = _panel_curve(model, task, panel)
+    r = edges_to_reach(c, tau)
+    return r, (c.attribution.top_k(r.edges, c.absolute) if r.reached else None)
 
 # %% ../nbs/13_experiment.ipynb #9708c639
 def _interval_columns(name: str, m: dict) -> dict:

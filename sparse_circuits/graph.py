@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .architectures import Layout
 
 # %% auto #0
-__all__ = ['Graph']
+__all__ = ['EDGE_SENDER_KINDS', 'EDGE_RECEIVER_KINDS', 'Graph']
 
 # %% ../nbs/03_graph.ipynb #e67d3445
 @dataclass(eq=False)
@@ -141,3 +141,25 @@ def edge_mask(self: Graph, names) -> torch.Tensor:
                              "edges are 'sender->receiver', e.g. 'input->a0.h0<q>', with the sender upstream.")
         m[si[u], ri[r]] = True
     return m
+
+# %% ../nbs/03_graph.ipynb #79dc571b
+EDGE_SENDER_KINDS, EDGE_RECEIVER_KINDS = ("input", "head", "mlp"), ("q", "k", "v", "mlp", "logits")
+
+@patch
+def edge_kinds(self: Graph, mask: torch.Tensor) -> dict:
+    "{(sender kind, receiver kind): number of edges in `mask`} over `EDGE_SENDER_KINDS` x `EDGE_RECEIVER_KINDS`."
+    if tuple(mask.shape) != (self.n_senders, self.n_receivers):
+        raise ValueError(f"mask must have shape [n_senders, n_receivers] = [{self.n_senders}, {self.n_receivers}], "
+                         f"got {list(mask.shape)}.")
+    send = torch.where(self.head_of_sender >= 0, 1, 2)
+    send[0] = 0
+    recv = torch.empty(self.n_receivers, dtype=torch.long)
+    for l in range(self.n_layers):
+        s = self.attn_receivers(l).start
+        recv[s:s + self.n_heads], recv[s + self.n_heads:s + self.n_heads + self.n_kv_heads] = 0, 1
+        recv[s + self.n_heads + self.n_kv_heads:self.mlp_receiver(l)], recv[self.mlp_receiver(l)] = 2, 3
+    recv[self.logits_receiver] = 4
+    u, r = (mask.cpu().bool() & self.valid).nonzero(as_tuple=True)
+    counts = torch.bincount(send[u] * len(EDGE_RECEIVER_KINDS) + recv[r], minlength=15).tolist()
+    return {(a, b): counts[i * len(EDGE_RECEIVER_KINDS) + j]
+            for i, a in enumerate(EDGE_SENDER_KINDS) for j, b in enumerate(EDGE_RECEIVER_KINDS)}
