@@ -23,9 +23,9 @@ from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_b
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'boot_effects', 'bootstrap_interval',
-           'Curve', 'curve', 'Reach', 'check_tau', 'edges_to_reach', 'multiplier', 'crossing', 'reach_bootstrap',
-           'percentile_interval', 'multiplier_interval', 'format_interval', 'head_scores', 'head_circuit', 'head_curve',
-           'cpr_cmd']
+           'Curve', 'curve', 'Reach', 'check_tau', 'edges_to_reach', 'multiplier', 'prune_circuit', 'crossing',
+           'reach_bootstrap', 'percentile_interval', 'multiplier_interval', 'format_interval', 'head_scores',
+           'head_circuit', 'head_curve', 'cpr_cmd']
 
 # %% ../nbs/08_evaluation.ipynb #2f6f3ec2
 class Evaluator:
@@ -305,6 +305,32 @@ def multiplier(dense, sparse, tau: float = 0.9, **kw) -> dict:
     return dict(tau=rd.tau, dense_edges=rd.edges, sparse_edges=rs.edges, dense_reached=rd.reached,
                 sparse_reached=rs.reached, dense_significant=rd.significant, sparse_significant=rs.significant,
                 multiplier=(rd.edges / rs.edges) if ok else None, note="; ".join(notes))
+
+# %% ../nbs/08_evaluation.ipynb #e60f0880
+def prune_circuit(ev: Evaluator, keep: torch.Tensor, tau: float = 0.9, scores: torch.Tensor | None = None,
+                  progress: bool = False) -> torch.Tensor:
+    """Greedy backward pruning of the circuit `keep` (bool `[n_senders, n_receivers]`, reaching `tau` on `ev`'s task):
+    each edge in turn (smallest |score| first if `scores` is given, else in mask order) is dropped if the circuit
+    without it still reaches `tau`, in passes until one drops nothing. Returns the pruned mask, a subset of `keep`."""
+    tau = check_tau(tau)
+    ev.check(keep)
+    cur = keep.clone().cpu()
+    effect = lambda m: ev.effect(ev.metrics([m])[0]).item()
+    start = effect(cur)
+    if start < tau:
+        raise ValueError(f"prune_circuit: the circuit explains {start:.3f} of the effect, below tau={tau}; give a circuit "
+                         "that reaches tau (edges_to_reach's top-k, or experiment.circuit_at's).")
+    while True:
+        u, r = cur.nonzero(as_tuple=True)
+        if scores is not None:
+            order = scores.detach().cpu()[u, r].abs().argsort(stable=True)
+            u, r = u[order], r[order]
+        dropped = 0
+        for a, b in tqdm(list(zip(u.tolist(), r.tolist())), desc="prune", disable=not progress):
+            cur[a, b] = False
+            if effect(cur) >= tau: dropped += 1
+            else: cur[a, b] = True
+        if not dropped: return cur
 
 # %% ../nbs/08_evaluation.ipynb #8e8d7b81
 def crossing(ks, effects, tau: float = 0.9) -> np.ndarray:

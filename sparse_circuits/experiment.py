@@ -27,7 +27,7 @@ from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
 from .evaluation import (Evaluator, Reach, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
-    multiplier_interval, percentile_interval, reach_bootstrap)
+    multiplier_interval, percentile_interval, prune_circuit, reach_bootstrap)
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
     smollm2, smollm2_path, smollm2_tokenizer)
@@ -438,13 +438,16 @@ def edges_at(model, task, panel: Panel, taus=None) -> dict:
     c = _panel_curve(model, task, panel)
     return {tau: edges_to_reach(c, tau) for tau in taus}
 
-def circuit_at(model, task, panel: Panel, tau=None) -> tuple:
+def circuit_at(model, task, panel: Panel, tau=None, prune: bool = False) -> tuple:
     """(Reach, keep): `edges_at`'s count at `tau` (default: the panel's tau) and the circuit itself, the bool mask
-    `[n_senders, n_receivers]` of those top edges (None if tau is not reached)."""
+    `[n_senders, n_receivers]` of those top edges (None if tau is not reached). With `prune`, the circuit is pruned
+    further by `prune_circuit` (weakest score first), so `keep` can have fewer edges than `Reach.edges`."""
     tau = check_tau(panel.tau if tau is None else tau)
     c = _panel_curve(model, task, panel)
     r = edges_to_reach(c, tau)
-    return r, (c.attribution.top_k(r.edges, c.absolute) if r.reached else None)
+    if not r.reached: return r, None
+    keep = c.attribution.top_k(r.edges, c.absolute)
+    return r, (prune_circuit(c.evaluator, keep, tau, scores=c.attribution.scores) if prune else keep)
 
 # %% ../nbs/13_experiment.ipynb #9708c639
 def _interval_columns(name: str, m: dict) -> dict:
