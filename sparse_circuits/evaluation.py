@@ -307,23 +307,25 @@ def multiplier(dense, sparse, tau: float = 0.9, **kw) -> dict:
                 multiplier=(rd.edges / rs.edges) if ok else None, note="; ".join(notes))
 
 # %% ../nbs/08_evaluation.ipynb #e60f0880
-def prune_circuit(ev: Evaluator, keep: torch.Tensor, tau: float = 0.9, scores: torch.Tensor | None = None,
-                  progress: bool = False) -> torch.Tensor:
+def prune_circuit(ev: Evaluator, keep: torch.Tensor, tau: float = 0.9,
+                  scores: torch.Tensor | Attribution | None = None, progress: bool = False) -> torch.Tensor:
     """Greedy backward pruning of the circuit `keep` (bool `[n_senders, n_receivers]`, reaching `tau` on `ev`'s task):
-    each edge in turn (smallest |score| first if `scores` is given, else in mask order) is dropped if the circuit
-    without it still reaches `tau`, in passes until one drops nothing. Returns the pruned mask, a subset of `keep`."""
+    each edge in turn (smallest |score| first if `scores`, a tensor or an Attribution, is given, else in mask order)
+    is dropped if the circuit without it still reaches `tau`, in passes until one drops nothing. Returns the pruned
+    mask, a subset of `keep`."""
     tau = check_tau(tau)
     ev.check(keep)
     cur = keep.clone().cpu()
     effect = lambda m: ev.effect(ev.metrics([m])[0]).item()
     start = effect(cur)
     if start < tau:
-        raise ValueError(f"prune_circuit: the circuit explains {start:.3f} of the effect, below tau={tau}; give a circuit "
-                         "that reaches tau (edges_to_reach's top-k, or experiment.circuit_at's).")
+        raise ValueError(f"prune_circuit: the circuit explains {start:.3f} of the effect, below tau={tau}; give a "
+                         "circuit that reaches tau (edges_to_reach's top-k, or experiment.circuit_at's).")
     while True:
         u, r = cur.nonzero(as_tuple=True)
         if scores is not None:
-            order = scores.detach().cpu()[u, r].abs().argsort(stable=True)
+            s = scores.scores if isinstance(scores, Attribution) else scores
+            order = s.detach().cpu()[u, r].abs().argsort(stable=True)
             u, r = u[order], r[order]
         dropped = 0
         for a, b in tqdm(list(zip(u.tolist(), r.tolist())), desc="prune", disable=not progress):
