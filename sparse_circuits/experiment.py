@@ -40,7 +40,7 @@ from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
            'panel_key', 'panel_task', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len',
-           'dry_run', 'reach_table', 'run', 'edges_at', 'circuit_at', 'summary_table']
+           'dry_run', 'reach_table', 'run', 'panel_curve', 'edges_at', 'circuit_at', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -425,7 +425,9 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
     return summary
 
 # %% ../nbs/13_experiment.ipynb #15fd1bb9
-def _panel_curve(model, task, panel: Panel):
+def panel_curve(model, task, panel: Panel):
+    """The curve over edges that `run_panel` draws for `model` on `task`: the panel's attribution, then the explained
+    effect of the top-k edges (with its evaluator and attribution, for `edges_to_reach` and `prune_circuit`)."""
     budget = panel.max_memory or None
     attr = attribute(model, task, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
                      remote=panel.remote or None, progress=False, max_memory=budget)
@@ -435,7 +437,7 @@ def _panel_curve(model, task, panel: Panel):
 def edges_at(model, task, panel: Panel, taus=None) -> dict:
     "{tau: Reach} for `model` on `task` with `panel`'s attribution and curve settings, at `taus` (default: the panel's tau)."
     taus = [check_tau(t) for t in (taus if taus is not None else (panel.tau,))]
-    c = _panel_curve(model, task, panel)
+    c = panel_curve(model, task, panel)
     return {tau: edges_to_reach(c, tau) for tau in taus}
 
 def circuit_at(model, task, panel: Panel, tau=None, prune: bool = False) -> tuple:
@@ -443,7 +445,7 @@ def circuit_at(model, task, panel: Panel, tau=None, prune: bool = False) -> tupl
     `[n_senders, n_receivers]` of those top edges (None if tau is not reached). With `prune`, the circuit is pruned
     further by `prune_circuit` (weakest score first), so `keep` can have fewer edges than `Reach.edges`."""
     tau = check_tau(panel.tau if tau is None else tau)
-    c = _panel_curve(model, task, panel)
+    c = panel_curve(model, task, panel)
     r = edges_to_reach(c, tau)
     if not r.reached: return r, None
     keep = c.attribution.top_k(r.edges, c.absolute)
