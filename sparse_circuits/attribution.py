@@ -17,8 +17,9 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .architectures import Layout, norm_stats, norm_vjp, norm_vjp_heads
-from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
+from .core import as_float, as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
+from .sparse_attention import gate_gradient, is_sparse
 from .tasks import Batch, Task
 from .trace import (batch_spans, ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads,
     release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
@@ -189,16 +190,21 @@ def _frozen(module: torch.nn.Module):
 
 def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-IG", steps: int = 5,
               batch_size: int = 16, remote=None, progress: bool = True, ig_batch: int | None = None,
-              max_memory=None) -> Attribution:
+              max_memory=None, gate_temperature: float | None = 1.0) -> Attribution:
     """Score every edge of `graph` (default: the model's) on `task` with EAP or EAP-IG (`steps` interpolation steps),
     locally or on NDIF (`remote=True`; `"local"` runs nnsight's serialised remote path in-process). Each pass stays
     under `max_memory` (see `core.memory_budget`): a batch runs a few rows at a time where it would not fit, and EAP-IG
     runs `ig_batch` steps per pass: default one on a CPU, where batching them measured 10% faster for 1.6x the memory
-    (benchmarks/attribution.txt), else as many as fit."""
+    (benchmarks/attribution.txt), else as many as fit. On a sparse-attention model the gradient also passes through
+    the thresholded gates, as the straight-through gradient of sigmoid(g / `gate_temperature`) (`gate_gradient`;
+    None: the step's zero gradient, blind to gates that open or close between the corrupted and the clean run)."""
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     steps = as_int(steps, "steps", 1)
     if ig_batch is not None: ig_batch = as_int(ig_batch, "ig_batch", 1)
     batch_size = as_int(batch_size, "batch_size", 1)
+    if gate_temperature is not None and not as_float(gate_temperature, "gate_temperature") > 0:
+        raise ValueError(f"gate_temperature must be > 0 (or None for the thresholded gate's zero gradient), got {gate_temperature}.")
+    gate_temperature = gate_temperature if is_sparse(model) else None   # a dense model has no gate
     lay = Layout(model.config)
     graph = graph or Graph.from_model(model)
     if (graph.n_layers, graph.n_heads, graph.n_kv_heads, graph.parallel) != (lay.n_layers, lay.n_heads, lay.n_kv_heads, lay.parallel):
@@ -212,7 +218,8 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     n_batches = -(-len(task) // batch_size)
     bar = tqdm(total=n_batches * n_steps, desc=f"{method} {task.name}", unit="pass", disable=not progress)
     budget, row_counts = memory_budget(device, max_memory, remote), set()
-    with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote):
+    with (_frozen(unwrap(model)) if remote is not True else contextlib.nullcontext()), remote_errors(remote), \
+            gate_gradient(gate_temperature):
         for b in task.batches(batch_size, device=device):
             pb = pass_bytes(lay, graph, b.clean.shape[1], torch.finfo(dtype).bits // 8)
             rows = rows_per_pass(len(b), pb["attribution"], budget)
@@ -228,7 +235,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     check_finite(scores, graph)
     info = dict(seconds=round(time.perf_counter() - t0, 3), batch_size=batch_size, remote=str(remote), d_model=lay.d_model,
                 dtype=str(dtype).removeprefix("torch."), prepend_bos=task.prepend_bos, task_info=task.info,
-                max_memory=budget, rows_per_pass=sorted(row_counts),
+                max_memory=budget, rows_per_pass=sorted(row_counts), gate_temperature=gate_temperature,
                 scale="mean over examples of the per-example metric (EAP-IG's raw score times its batch size)")
     return Attribution(scores, graph, method, n_steps, task.name, len(task), info)
 

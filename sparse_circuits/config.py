@@ -30,6 +30,7 @@ class Panel:
     index: int = 0                  # position in the figure (set by the parser)
     method: str = "EAP-IG"          # attribution: EAP or EAP-IG
     ig_steps: int = 5               # EAP-IG interpolation steps
+    gate_temperature: float = 1.0   # a sparse model's attribution passes its gates' surrogate gradient at this temperature (0: none)
     n_examples: int = 100           # prompts per task
     batch_size: int = 16
     device: str = "auto"            # auto, cpu, cuda, cuda:N or mps
@@ -96,6 +97,7 @@ def check_panel(f: dict, where: str) -> dict:
     if not 0 < f["tau"] <= 1: raise ConfigError(f"{where}.tau: must be in (0, 1], got {f['tau']}.")
     for k in ("ig_steps", "n_examples", "batch_size", "curve_points", "head_points", "n_boot"):
         if f[k] < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {f[k]}.")
+    if f["gate_temperature"] < 0: raise ConfigError(f"{where}.gate_temperature: must be >= 0 (0: no gate gradient), got {f['gate_temperature']}.")
     if f["min_gap_z"] < 0: raise ConfigError(f"{where}.min_gap_z: must be >= 0, got {f['min_gap_z']}.")
     if f["dtype"] not in DTYPES: raise ConfigError(f"{where}.dtype: expected one of {DTYPES}, got {f['dtype']!r}.")
     if f["max_memory"]:
@@ -177,6 +179,7 @@ tau = 0.9
 [defaults]
 method = "EAP-IG"      # attribution: "EAP" or "EAP-IG"
 ig_steps = 5           # integrated-gradient steps of EAP-IG
+gate_temperature = 1.0 # through the sparse gates, the straight-through gradient of sigmoid(gate logit / 1.0)
 n_examples = 50        # held-out prompts per task
 batch_size = 50
 device = "cpu"

@@ -23,10 +23,10 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'CPU_BUDGET', 'UNBOUNDED', 'REMOTE_VALUES', 'atomic_write', 'atomic_dir',
-           'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint', 'resolve_device',
-           'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget', 'check_remote',
-           'RemoteError', 'ndif_ready', 'as_int', 'as_float', 'seeded', 'versions']
+__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'GATE_TEMPERATURE', 'CPU_BUDGET', 'UNBOUNDED', 'REMOTE_VALUES', 'atomic_write',
+           'atomic_dir', 'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint',
+           'resolve_device', 'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget',
+           'check_remote', 'RemoteError', 'ndif_ready', 'as_int', 'as_float', 'seeded', 'versions']
 
 # %% ../nbs/00_core.ipynb #3f6ea1a9
 def _umask() -> int:
@@ -107,7 +107,7 @@ def cache_dir(*parts: str) -> Path:
     return root.expanduser().joinpath(*parts)
 
 # %% ../nbs/00_core.ipynb #43f5d88f
-NUMBERS_VERSION = 3  # 2: compute in float64 for float64 models; BOS prepended by default; task prompts drawn distinct; 3: multipliers and counts carry bootstrap intervals
+NUMBERS_VERSION = 4  # 2: compute in float64 for float64 models; BOS prepended by default; task prompts drawn distinct; 3: multipliers and counts carry bootstrap intervals; 4: attribution passes the sparse gate's surrogate gradient (gate_temperature 1)
 
 def fingerprint(path, fast: bool = False) -> str:
     """Short SHA-256 of a file's bytes, or of every file in a folder (relative names and bytes, sorted). With `fast`,
@@ -158,6 +158,7 @@ def compute_dtype(model) -> torch.dtype:
 
 # %% ../nbs/00_core.ipynb #1ec2bebb
 GATE_RECORDER: contextvars.ContextVar = contextvars.ContextVar("sparse_circuits_gate_recorder", default=None)
+GATE_TEMPERATURE: contextvars.ContextVar = contextvars.ContextVar("sparse_circuits_gate_temperature", default=None)
 
 # %% ../nbs/00_core.ipynb #af63db69
 def parse_bytes(value) -> int:

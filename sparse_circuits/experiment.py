@@ -160,7 +160,8 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         budget = panel.max_memory or None
         t0 = time.perf_counter()   # attribution first: its pass's memory is free again before the evaluator's cache is made
         attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                         remote=panel.remote or None, progress=progress, max_memory=budget)
+                         remote=panel.remote or None, progress=progress, max_memory=budget,
+                         gate_temperature=panel.gate_temperature or None)
         times["attribution"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None, min_gap_z=panel.min_gap_z,
@@ -430,7 +431,8 @@ def panel_curve(model, task, panel: Panel):
     effect of the top-k edges (with its evaluator and attribution, for `edges_to_reach` and `prune_circuit`)."""
     budget = panel.max_memory or None
     attr = attribute(model, task, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                     remote=panel.remote or None, progress=False, max_memory=budget)
+                     remote=panel.remote or None, progress=False, max_memory=budget,
+                     gate_temperature=panel.gate_temperature or None)
     return curve(model, task, scores=attr, n_points=panel.curve_points, batch_size=panel.batch_size, n_boot=1,
                  seed=panel.seed, remote=panel.remote or None, progress=False, max_memory=budget)
 

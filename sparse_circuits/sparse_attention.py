@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, GPT2Config, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from .core import GATE_RECORDER, as_float, as_int, unwrap
+from .core import GATE_RECORDER, GATE_TEMPERATURE, as_float, as_int, unwrap
 
 # %% auto #0
 __all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_forward', 'register', 'make_sparse', 'is_sparse',
-           'reference_gated_attention', 'GateRecorder', 'record_gates', 'Density', 'attention_density']
+           'reference_gated_attention', 'SurrogateGate', 'gate_gradient', 'GateRecorder', 'record_gates', 'Density',
+           'attention_density']
 
 # %% ../nbs/04_sparse_attention.ipynb #645f314b
 GATE_BIAS_KEY = "sparse_gate_bias"
 _RECORDER = GATE_RECORDER   # one per process (see core): notebooks that redefine the gate share it
+_TEMPERATURE = GATE_TEMPERATURE
 
 def logistic_noise(shape, *, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
     "Samples of the standard logistic distribution, log(u) - log(1 - u)."
@@ -41,7 +43,7 @@ def _allowed(mask: torch.Tensor | None, T: int, S: int, device) -> torch.Tensor:
 
 def gate_mask(scores: torch.Tensor, bias: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     "(gate m, gate logit g) for attention scores `[..., T, S]`: sampled with straight-through in training, thresholded in eval."
-    g = scores.float() + bias
+    g = scores.to(torch.promote_types(scores.dtype, torch.float32)) + bias   # float32 at least, float64 stays
     if not training: return (g > 0).to(scores.dtype), g
     z = g + logistic_noise(g.shape, device=g.device)
     s = torch.sigmoid(z)
@@ -56,10 +58,13 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     T, S = scores.shape[-2:]
     mask = attention_mask[..., :S] if attention_mask is not None else None
     allowed = _allowed(mask, T, S, scores.device)
-    probs = F.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)   # NaN in rows with no key allowed
+    probs = F.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~allowed, float("-inf")),
+                      dim=-1)   # float32 at least; NaN in rows with no key allowed
     bias = float(getattr(module.config, GATE_BIAS_KEY, 0.0))
     m, g = gate_mask(scores, bias, module.training)
     if module.training: weights = (probs.nan_to_num(0.0) * m * allowed).to(value.dtype)
+    elif _TEMPERATURE.get() is not None:   # the same numbers; the backward also passes the surrogate (gate_gradient)
+        weights = SurrogateGate.apply(probs, g, allowed & m.bool(), _TEMPERATURE.get()).to(value.dtype)
     else:   # the same numbers and gradients, with one bool [B, H, T, S] kept for the backward instead of three floats
         weights = probs.masked_fill(~(allowed & m.bool()), 0.0).to(value.dtype)
     if dropout > 0.0: weights = F.dropout(weights, p=dropout, training=module.training)
@@ -105,6 +110,33 @@ def reference_gated_attention(q, k, v, key_mask, bias, scaling):
                 for pj, aj, j in zip(p, a, js):
                     if aj + bias > 0: out[b, i, h] += pj * v[b, kv, j].double()
     return out
+
+# %% ../nbs/04_sparse_attention.ipynb #3f0be4bc
+class SurrogateGate(torch.autograd.Function):
+    """`probs` where `keep`, else 0, in the forward; in the backward also the straight-through gradient of the gate,
+    d sigmoid(g / temperature) / dg, on every pair whose probability is not zero."""
+    @staticmethod
+    def forward(ctx, probs, g, keep, temperature):
+        ctx.save_for_backward(probs, g, keep)
+        ctx.temperature = temperature
+        return probs.masked_fill(~keep, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, g, keep = ctx.saved_tensors
+        s = torch.sigmoid(g / ctx.temperature)
+        return grad.masked_fill(~keep, 0.0), grad * probs.nan_to_num(0.0) * s * (1 - s) / ctx.temperature, None, None
+
+@contextlib.contextmanager
+def gate_gradient(temperature: float | None = 1.0):
+    """Inside the block, evaluation-mode gates pass the surrogate gradient of sigmoid(g / `temperature`) (forward
+    values unchanged); `None`: the thresholded gate's zero gradient."""
+    if temperature is not None:
+        temperature = as_float(temperature, "temperature")
+        if temperature <= 0: raise ValueError(f"temperature must be > 0 (or None for no gate gradient), got {temperature}.")
+    token = _TEMPERATURE.set(temperature)
+    try: yield
+    finally: _TEMPERATURE.reset(token)
 
 # %% ../nbs/04_sparse_attention.ipynb #58eaee6c
 class GateRecorder:

@@ -103,10 +103,14 @@ def n_upstream(hf):
     return out + [1 + L * (H + 1)]
 
 
-def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=False):
+def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=False, gate_temperature=None):
     """Reference forward. `coef` [n_senders, n_receivers] (float) mixes in `acts_corr` per edge; `retain` keeps the
-    gradient of every receiver's explicit input copy."""
+    gradient of every receiver's explicit input copy. A model with sparse attention multiplies the softmax by its
+    gate 1[score + bias > 0] (written out, with the straight-through gradient of sigmoid((score + bias) / T) where a
+    `gate_temperature` T is given)."""
     arch, L, H, G, d, dh, parallel = _dims(hf)
+    sparse = hf.config._attn_implementation == "sparse"
+    bias = getattr(hf.config, "sparse_gate_bias", 0.0)
     b, s = ids.shape
     e = _get(hf, arch.embed)(ids) if embeds is None else embeds
     if retain and not e.requires_grad: e = e.detach().requires_grad_(True)
@@ -152,8 +156,14 @@ def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=Fal
         heads = []
         for h in range(H):
             g = h // (H // G)
-            att = torch.einsum("bie,bje->bij", q[h], k[g]) * attn.scaling
-            att = att.masked_fill(~allowed, torch.finfo(att.dtype).min).softmax(-1)
+            raw = torch.einsum("bie,bje->bij", q[h], k[g]) * attn.scaling
+            att = raw.masked_fill(~allowed, torch.finfo(raw.dtype).min).softmax(-1)
+            if sparse:
+                gate = (raw + bias > 0).to(raw.dtype)
+                if gate_temperature is not None:
+                    s_ = torch.sigmoid((raw + bias) / gate_temperature)
+                    gate = gate + s_ - s_.detach()
+                att = att * gate * allowed
             z = torch.einsum("bij,bje->bie", att, v[g])
             heads.append(z @ Wo[h * dh:(h + 1) * dh])
         attn_out = sum(heads) + (0 if getattr(o_proj, "bias", None) is None else o_proj.bias)
@@ -174,9 +184,9 @@ def forward(hf, ids, mask, *, embeds=None, coef=None, acts_corr=None, retain=Fal
     return RefOut(logits, torch.stack(acts, dim=2), e, inputs)
 
 
-def edge_scores(hf, task, method="EAP", steps=5):
+def edge_scores(hf, task, method="EAP", steps=5, gate_temperature=None):
     """Reference EAP / EAP-IG scores [n_senders, n_receivers]: per-receiver gradients from explicit input copies,
-    then each edge's score computed separately in a Python loop."""
+    then each edge's score computed separately in a Python loop (through a sparse model's gate as `forward` says)."""
     metric = task.spec.metric
     arch, L, H, G, d, dh, _ = _dims(hf)
     names, ups = receiver_names(hf), n_upstream(hf)
@@ -189,10 +199,10 @@ def edge_scores(hf, task, method="EAP", steps=5):
         grads = {r: 0 for r in names}
         for k in range(n_steps):
             if method == "EAP":
-                run = forward(hf, b.clean, b.attention_mask, retain=True)
+                run = forward(hf, b.clean, b.attention_mask, retain=True, gate_temperature=gate_temperature)
             else:
                 e = (corr.embeds + (k / steps) * (clean.embeds - corr.embeds)).detach()
-                run = forward(hf, b.clean, b.attention_mask, embeds=e, retain=True)
+                run = forward(hf, b.clean, b.attention_mask, embeds=e, retain=True, gate_temperature=gate_temperature)
             metric(run.logits, b).sum().backward()
             for r in names: grads[r] = grads[r] + run.inputs[r].grad.detach()
         for ri, r in enumerate(names):
