@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, GPT2Config, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .core import GATE_RECORDER, GATE_TEMPERATURE, as_float, as_int, unwrap
 
@@ -73,7 +74,12 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 def register() -> None:
-    "Register `sparse_attention_forward` (and the eager mask it reads) under the name 'sparse'; done on import."
+    """Register `sparse_attention_forward` (and the eager mask it reads) under the name 'sparse'; done on import.
+    A second execution of this module's source (nnsight's `remote="local"` path unpickles modules by value, running
+    their source again) does not replace the first registration: its copy would read its own copies of the context
+    variables, and `record_gates` and `gate_gradient` would silently stop reaching the gate."""
+    current = ALL_ATTENTION_FUNCTIONS.get("sparse")
+    if __name__ == "sparse_circuits.sparse_attention" and getattr(current, "__module__", None) == __name__: return
     AttentionInterface.register("sparse", sparse_attention_forward)
     AttentionMaskInterface.register("sparse", eager_mask)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_circuits.models import load_sparse, nanogpt_to_hf, random_nanogpt_state, tiny_model
+from sparse_circuits.models import gpt2_tokenizer, load_sparse, nanogpt_to_hf, random_nanogpt_state, tiny_model
 from sparse_circuits.sparse_attention import attention_density, is_sparse, make_sparse
 
 
@@ -76,3 +76,23 @@ def test_saved_sparse_model_round_trips_gate(tmp_path):
     a, b = attention_density(m, ids), attention_density(back, ids)
     torch.testing.assert_close(a.per_head, b.per_head)
     assert 0 < a.overall < 1
+
+
+def test_the_gate_keeps_working_after_a_remote_local_run():
+    """nnsight's remote="local" path unpickles the library's modules by value, running their source again; the gate
+    registered for attn_implementation="sparse" must stay the library's, so that `record_gates` and `gate_gradient`
+    still reach it afterwards (they stopped silently before the fix)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from sparse_circuits.attribution import attribute
+    from sparse_circuits.sparse_attention import sparse_attention_forward
+    from sparse_circuits.tasks import make_task
+    task = make_task("ioi", gpt2_tokenizer(), 3, seed=5)
+    sparse = make_sparse(tiny_model("gpt2", seed=2), 0.0)
+    run = lambda **kw: attribute(sparse, task, method="EAP", batch_size=3, progress=False, **kw).scores
+    local = run()
+    torch.testing.assert_close(run(remote="local"), local, rtol=1e-5, atol=1e-7)   # the gate's gradient on that path too
+    assert ALL_ATTENTION_FUNCTIONS.get("sparse") is sparse_attention_forward
+    torch.testing.assert_close(run(), local, rtol=0, atol=0)
+    hard = run(gate_temperature=None)
+    assert (hard - local).abs().max() > 1e-3 * local.abs().max()
+    assert 0 < attention_density(sparse, next(task.batches(3))).overall < 1
