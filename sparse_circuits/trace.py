@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 
 from .architectures import Layout, norm_forward
-from .core import RemoteError, check_remote, device_of, ndif_ready
+from .core import RemoteError, check_remote, device_of, ndif_ready, unwrap
 from .graph import Graph
 
 # %% auto #0
@@ -392,6 +392,10 @@ def resolve_remote(model, remote=None):
     "The effective `remote` of a run (None: the model's default), checked: a remote model must have a hub id and a key."
     remote = getattr(model, "sc_remote", False) if check_remote(remote) is None else remote
     if remote is True:
+        if getattr(unwrap(model).config, "_attn_implementation", None) == "sparse":
+            raise RemoteError("remote=True runs on NDIF, whose hosted models run their own (dense) attention: this model's "
+                              "sparse gated attention would not run there, and the numbers would be the dense model's. Use "
+                              "remote=False (run here) or remote='local' (simulate the remote path here).")
         repo = getattr(model, "repo_id", None)
         if not isinstance(repo, str) or not repo or Path(repo).expanduser().exists():
             raise RemoteError(f"remote=True runs on NDIF, which hosts models by hub id; this model was built here "
