@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import gc
 import hashlib
-import io
 import json
 import math
 import time
@@ -24,18 +23,18 @@ import torch
 from .architectures import ARCHITECTURES, Layout
 from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
-from .core import (NUMBERS_VERSION, atomic_write, check_set, fingerprint, memory_budget, parse_bytes,
+from .core import (NUMBERS_VERSION, atomic_write, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
-from .evaluation import (Evaluator, Reach, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
+from .evaluation import (Evaluator, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
     multiplier_interval, percentile_interval, prune_circuit, reach_bootstrap)
 from .graph import Graph
 from .models import (RELEASED, gpt2_tokenizer, load_model, load_nanogpt, load_released, read_checkpoint,
     smollm2, smollm2_path, smollm2_tokenizer)
-from .plotting import RESULT_COLUMNS, circuit_files, figure_files, results_table
+from .plotting import circuit_files, figure_files, results_table
 from .sparse_attention import GATE_BIAS_KEY, attention_density, is_sparse
 from .tasks import make_task
 from .trace import ig_steps_per_pass, pass_bytes, patch_rows, rows_per_pass
-from .toy import ToyConfig, shipped_info, toy_models, toy_tasks, toy_tokenizer
+from .toy import ToyConfig, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
 __all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
