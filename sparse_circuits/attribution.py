@@ -17,9 +17,9 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .architectures import Layout, norm_stats, norm_vjp, norm_vjp_heads
-from .core import as_float, as_int, atomic_write, compute_dtype, memory_budget, unwrap
+from .core import as_int, atomic_write, compute_dtype, memory_budget, unwrap
 from .graph import Graph
-from .sparse_attention import gate_gradient, is_sparse
+from .sparse_attention import check_gate_temperature, gate_gradient, is_sparse
 from .tasks import Batch, Task
 from .trace import (batch_spans, ig_steps_per_pass, logits_at_answers, pass_bytes, read_forward, read_grads,
     release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
@@ -202,8 +202,7 @@ def attribute(model, task: Task, graph: Graph | None = None, method: str = "EAP-
     steps = as_int(steps, "steps", 1)
     if ig_batch is not None: ig_batch = as_int(ig_batch, "ig_batch", 1)
     batch_size = as_int(batch_size, "batch_size", 1)
-    if gate_temperature is not None and not as_float(gate_temperature, "gate_temperature") > 0:
-        raise ValueError(f"gate_temperature must be > 0 (or None for the thresholded gate's zero gradient), got {gate_temperature}.")
+    gate_temperature = check_gate_temperature(gate_temperature, "gate_temperature")
     gate_temperature = gate_temperature if is_sparse(model) else None   # a dense model has no gate
     lay = Layout(model.config)
     graph = graph or Graph.from_model(model)

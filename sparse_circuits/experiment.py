@@ -139,6 +139,12 @@ def panel_task(panel: Panel, tokenizer):
     return make_task(panel.task, tokenizer, n=panel.n_examples, seed=panel.seed, prepend_bos=panel.prepend_bos,
                      **panel.task_options)
 
+def _panel_attribution(model, task, panel: Panel, graph: Graph | None = None, progress: bool = False):
+    "Attribution with `panel`'s settings (method, steps, batch size, remote, memory budget, gate temperature)."
+    return attribute(model, task, graph, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
+                     remote=panel.remote or None, progress=progress, max_memory=panel.max_memory or None,
+                     gate_temperature=panel.gate_temperature or None)
+
 def _with_interval(m: dict, boots: dict) -> dict:
     "The multiplier `m` with its paired bootstrap interval (only where there is a multiplier)."
     if m["multiplier"] is None: return m
@@ -158,9 +164,7 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
         g = Graph.from_model(model)
         budget = panel.max_memory or None
         t0 = time.perf_counter()   # attribution first: its pass's memory is free again before the evaluator's cache is made
-        attr = attribute(model, task, g, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                         remote=panel.remote or None, progress=progress, max_memory=budget,
-                         gate_temperature=panel.gate_temperature or None)
+        attr = _panel_attribution(model, task, panel, g, progress)
         times["attribution"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ev = Evaluator(model, task, g, batch_size=panel.batch_size, remote=panel.remote or None, min_gap_z=panel.min_gap_z,
@@ -428,12 +432,9 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
 def panel_curve(model, task, panel: Panel):
     """The curve over edges that `run_panel` draws for `model` on `task`: the panel's attribution, then the explained
     effect of the top-k edges (with its evaluator and attribution, for `edges_to_reach` and `prune_circuit`)."""
-    budget = panel.max_memory or None
-    attr = attribute(model, task, method=panel.method, steps=panel.ig_steps, batch_size=panel.batch_size,
-                     remote=panel.remote or None, progress=False, max_memory=budget,
-                     gate_temperature=panel.gate_temperature or None)
-    return curve(model, task, scores=attr, n_points=panel.curve_points, batch_size=panel.batch_size, n_boot=1,
-                 seed=panel.seed, remote=panel.remote or None, progress=False, max_memory=budget)
+    return curve(model, task, scores=_panel_attribution(model, task, panel), n_points=panel.curve_points,
+                 batch_size=panel.batch_size, n_boot=1, seed=panel.seed, remote=panel.remote or None, progress=False,
+                 max_memory=panel.max_memory or None)
 
 def edges_at(model, task, panel: Panel, taus=None) -> dict:
     "{tau: Reach} for `model` on `task` with `panel`'s attribution and curve settings, at `taus` (default: the panel's tau)."

@@ -18,8 +18,8 @@ from .core import GATE_RECORDER, GATE_TEMPERATURE, as_float, as_int, unwrap
 
 # %% auto #0
 __all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_forward', 'register', 'make_sparse', 'is_sparse',
-           'reference_gated_attention', 'SurrogateGate', 'gate_gradient', 'GateRecorder', 'record_gates', 'Density',
-           'attention_density']
+           'reference_gated_attention', 'SurrogateGate', 'check_gate_temperature', 'gate_gradient', 'GateRecorder',
+           'record_gates', 'Density', 'attention_density']
 
 # %% ../nbs/04_sparse_attention.ipynb #645f314b
 GATE_BIAS_KEY = "sparse_gate_bias"
@@ -133,14 +133,18 @@ class SurrogateGate(torch.autograd.Function):
         s = torch.sigmoid(g / ctx.temperature)
         return grad.masked_fill(~keep, 0.0), grad * probs.nan_to_num(0.0) * s * (1 - s) / ctx.temperature, None, None
 
+def check_gate_temperature(temperature, name: str = "temperature") -> float | None:
+    "`temperature` as a float > 0, or None (the thresholded gate's zero gradient); `name` names it in the error."
+    if temperature is None: return None
+    temperature = as_float(temperature, name)
+    if temperature <= 0: raise ValueError(f"{name} must be > 0 (or None for no gate gradient), got {temperature}.")
+    return temperature
+
 @contextlib.contextmanager
 def gate_gradient(temperature: float | None = 1.0):
     """Inside the block, evaluation-mode gates pass the surrogate gradient of sigmoid(g / `temperature`) (forward
     values unchanged); `None`: the thresholded gate's zero gradient."""
-    if temperature is not None:
-        temperature = as_float(temperature, "temperature")
-        if temperature <= 0: raise ValueError(f"temperature must be > 0 (or None for no gate gradient), got {temperature}.")
-    token = _TEMPERATURE.set(temperature)
+    token = _TEMPERATURE.set(check_gate_temperature(temperature))
     try: yield
     finally: _TEMPERATURE.reset(token)
 

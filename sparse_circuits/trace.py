@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 
 from .architectures import Layout, norm_forward
-from .core import RemoteError, check_remote, device_of, ndif_ready, unwrap
+from .core import RemoteError, check_remote, device_of, ndif_ready
+from .sparse_attention import is_sparse
 from .graph import Graph
 
 # %% auto #0
@@ -392,7 +393,7 @@ def resolve_remote(model, remote=None):
     "The effective `remote` of a run (None: the model's default), checked: a remote model must have a hub id and a key."
     remote = getattr(model, "sc_remote", False) if check_remote(remote) is None else remote
     if remote is True:
-        if getattr(unwrap(model).config, "_attn_implementation", None) == "sparse":
+        if is_sparse(model):
             raise RemoteError("remote=True runs on NDIF, whose hosted models run their own (dense) attention: this model's "
                               "sparse gated attention would not run there, and the numbers would be the dense model's. Use "
                               "remote=False (run here) or remote='local' (simulate the remote path here).")
