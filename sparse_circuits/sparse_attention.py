@@ -17,9 +17,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .core import GATE_RECORDER, GATE_TEMPERATURE, as_float, as_int, unwrap
 
 # %% auto #0
-__all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'sparse_attention_forward', 'register', 'make_sparse', 'is_sparse',
-           'reference_gated_attention', 'SurrogateGate', 'check_gate_temperature', 'gate_gradient', 'GateRecorder',
-           'record_gates', 'Density', 'attention_density']
+__all__ = ['GATE_BIAS_KEY', 'logistic_noise', 'gate_mask', 'SampledGate', 'sparse_attention_forward', 'register', 'make_sparse',
+           'is_sparse', 'reference_gated_attention', 'SurrogateGate', 'check_gate_temperature', 'gate_gradient',
+           'GateRecorder', 'record_gates', 'Density', 'attention_density']
 
 # %% ../nbs/04_sparse_attention.ipynb #645f314b
 GATE_BIAS_KEY = "sparse_gate_bias"
@@ -29,7 +29,7 @@ _TEMPERATURE = GATE_TEMPERATURE
 def logistic_noise(shape, *, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
     "Samples of the standard logistic distribution, log(u) - log(1 - u)."
     u = torch.rand(shape, device=device, dtype=dtype, generator=generator).clamp_(1e-6, 1 - 1e-6)
-    return torch.log(u) - torch.log1p(-u)
+    return torch.log(u).sub_(u.neg_().log1p_())   # the same numbers as log(u) - log1p(-u), in two buffers
 
 def _repeat_kv(x: torch.Tensor, n: int) -> torch.Tensor:  # [B, G, S, d] -> [B, G*n, S, d]
     if n == 1: return x
@@ -42,13 +42,32 @@ def _allowed(mask: torch.Tensor | None, T: int, S: int, device) -> torch.Tensor:
     if mask.dtype == torch.bool: return mask
     return mask > torch.finfo(mask.dtype).min / 2
 
+def _gate_logits(scores: torch.Tensor, bias: float) -> torch.Tensor:
+    return scores.to(torch.promote_types(scores.dtype, torch.float32)) + bias   # float32 at least, float64 stays
+
 def gate_mask(scores: torch.Tensor, bias: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     "(gate m, gate logit g) for attention scores `[..., T, S]`: sampled with straight-through in training, thresholded in eval."
-    g = scores.to(torch.promote_types(scores.dtype, torch.float32)) + bias   # float32 at least, float64 stays
+    g = _gate_logits(scores, bias)
     if not training: return (g > 0).to(scores.dtype), g
     z = g + logistic_noise(g.shape, device=g.device)
     s = torch.sigmoid(z)
     return ((z > 0).float() + (s - s.detach())).to(scores.dtype), g
+
+class SampledGate(torch.autograd.Function):
+    """Training's gated weights as one autograd node: `probs` where the sampled gate is open (`z` = gate logit + noise
+    > 0) and the pair `allowed`, else 0; the backward is that of the written straight-through product
+    `probs * (1[z > 0] + s - sg(s)) * allowed`, s = sigmoid(z), number for number, keeping one float tensor fewer."""
+    @staticmethod
+    def forward(ctx, probs, z, allowed):
+        keep = (z > 0) & allowed
+        ctx.save_for_backward(probs, z, keep)
+        return torch.where(keep, probs, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, z, keep = ctx.saved_tensors
+        d_gate = grad * probs.nan_to_num(0.0)                 # what the product passes to the gate
+        return torch.where(keep, grad, 0.0), torch.ops.aten.sigmoid_backward(d_gate, torch.sigmoid(z)), None
 
 def sparse_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     "Gated attention (a transformers attention implementation): softmax weights times a 0/1 gate, not renormalised."
@@ -59,15 +78,16 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     T, S = scores.shape[-2:]
     mask = attention_mask[..., :S] if attention_mask is not None else None
     allowed = _allowed(mask, T, S, scores.device)
-    probs = F.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~allowed, float("-inf")),
+    probs = F.softmax(torch.where(allowed, scores.to(torch.promote_types(scores.dtype, torch.float32)), float("-inf")),
                       dim=-1)   # float32 at least; NaN in rows with no key allowed
     bias = float(getattr(module.config, GATE_BIAS_KEY, 0.0))
-    m, g = gate_mask(scores, bias, module.training)
-    if module.training: weights = (probs.nan_to_num(0.0) * m * allowed).to(value.dtype)
+    g = _gate_logits(scores, bias)
+    if module.training:   # gate_mask's sampled gate times probs and allowed, as one node
+        weights = SampledGate.apply(probs, g + logistic_noise(g.shape, device=g.device), allowed).to(value.dtype)
     elif _TEMPERATURE.get() is not None:   # the same numbers; the backward also passes the surrogate (gate_gradient)
-        weights = SurrogateGate.apply(probs, g, allowed & m.bool(), _TEMPERATURE.get()).to(value.dtype)
+        weights = SurrogateGate.apply(probs, g, allowed & (g > 0), _TEMPERATURE.get()).to(value.dtype)
     else:   # the same numbers and gradients, with one bool [B, H, T, S] kept for the backward instead of three floats
-        weights = probs.masked_fill(~(allowed & m.bool()), 0.0).to(value.dtype)
+        weights = probs.masked_fill(~(allowed & (g > 0)), 0.0).to(value.dtype)
     if dropout > 0.0: weights = F.dropout(weights, p=dropout, training=module.training)
     rec = _RECORDER.get()
     if rec is not None: rec._add(module, g, allowed)
@@ -157,12 +177,12 @@ class GateRecorder:
     def _add(self, module, g, allowed):
         if self.query_mask is not None:
             allowed = allowed & self.query_mask.to(allowed.device).bool()[:, None, :, None]
-        allowed = allowed.expand_as(g)
+        B, H = g.shape[:2]
         layer = getattr(module, "layer_idx", len(self.layers))
-        self.layers[layer] = dict(
-            expected=(torch.sigmoid(g) * allowed).sum((0, 2, 3)),   # [H], differentiable
-            kept=((g > 0) & allowed).sum((0, 2, 3)).float(),        # [H]
-            pairs=allowed.sum((0, 2, 3)).float())                   # [H]
+        self.layers[layer] = dict(   # the counts read the small mask as it is broadcast, never a float copy of it
+            expected=torch.where(allowed, torch.sigmoid(g), 0.0).sum((0, 2, 3)),     # [H], differentiable
+            kept=((g > 0) & allowed).sum((0, 2, 3), dtype=torch.float32),            # [H]
+            pairs=allowed.sum(dtype=torch.float32).mul(B // allowed.shape[0]).expand(H))  # [H]
 
     def stacked(self, key: str) -> torch.Tensor:
         "Statistic `key` of every recorded layer, stacked: [L, H]."
