@@ -5,7 +5,6 @@
 # %% ../nbs/02_architectures.ipynb #52aae709
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import NamedTuple

@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 from typing import Callable

@@ -17,7 +17,7 @@ import torch
 from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, PreTrainedModel
 
-from .architectures import ARCHITECTURES, REFUSED, architecture_for, supported_model_types, tiny_hf_model
+from .architectures import ARCHITECTURES, REFUSED, supported_model_types, tiny_hf_model
 from .core import atomic_dir, cache_dir, check_remote, resolve_device
 
 # %% auto #0

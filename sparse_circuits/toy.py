@@ -23,7 +23,7 @@ from tokenizers import Regex, Tokenizer, decoders, models as tk_models, pre_toke
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from . import tasks as T
-from .core import atomic_dir, atomic_write, cache_dir, sha256_file, versions
+from .core import atomic_dir, cache_dir, sha256_file, versions
 from .models import load_model, load_sparse
 from .sparse_attention import attention_density
 from .training import eval_loss, sparsify, train_lm
