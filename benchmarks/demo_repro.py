@@ -3,11 +3,13 @@
 Runs the demo three times as a user would (2 threads by default, the shipped models, nothing resumed) and prints each
 wall time and the median; then once with one thread and once in float64, and compares every run's results.csv with
 the first: the edge and head counts that reach tau, the multipliers' intervals as printed, and the largest differences of
-explained effect at the same k and of the intervals' ends.
+explained effect at the same k and of the intervals' ends. `--reference DIR` compares the first run also with another
+machine's (its results.csv and summary.json; `benchmarks/demo_reference/` holds one, with the machine it came from),
+and `--save-reference DIR` stores this machine's first run as such a reference.
 
-    python benchmarks/demo_repro.py [--out DIR] [--runs 3]
+    python benchmarks/demo_repro.py [--out DIR] [--runs 3] [--reference benchmarks/demo_reference]
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
@@ -50,13 +52,20 @@ def max_diff(a: Path, b: Path) -> float:
     return float((m.explained_effect_a - m.explained_effect_b).abs().max())
 
 
+def cpu_model() -> str:
+    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--reference", default=None, help="folder with another machine's demo results.csv and summary.json")
+    ap.add_argument("--save-reference", default=None, help="store this machine's first run here as a reference")
     args = ap.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="demo_repro_"))
-    print(f"machine: {os.cpu_count()} cores; torch threads default; outputs in {root}")
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch threads default; outputs in {root}")
     times = []
     for i in range(args.runs):
         t, stdout = timed([CLI, "demo", "--quiet", "--no-resume", "--out", str(root / f"run{i}")])
@@ -77,6 +86,19 @@ def main():
         print(f"{name:>9} vs run0: edge and head counts and printed intervals {'identical' if same else 'DIFFERENT'}; "
               f"largest explained-effect difference {max_diff(root / 'run0', root / name):.2e}, "
               f"interval ends {interval_diff(root / 'run0', root / name):.2e}")
+    if args.reference:
+        ref = Path(args.reference)
+        note = json.loads((ref / "machine.json").read_text()) if (ref / "machine.json").exists() else {}
+        same = reach(ref) == base
+        print(f"reference ({note.get('cpu', 'another machine')}) vs run0: edge and head counts and printed intervals "
+              f"{'identical' if same else 'DIFFERENT'}; largest explained-effect difference {max_diff(ref, root / 'run0'):.2e}, "
+              f"interval ends {interval_diff(ref, root / 'run0'):.2e}")
+    if args.save_reference:
+        dest = Path(args.save_reference)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("results.csv", "summary.json"): shutil.copy(root / "run0" / f, dest / f)
+        (dest / "machine.json").write_text(json.dumps(dict(cpu=cpu_model(), cores=os.cpu_count()), indent=1) + "\n")
+        print(f"run0's results.csv and summary.json stored in {dest}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,18 @@ def test_demo_prints_the_readme_numbers(tmp_path):
     missing = [l for l in printed if l.strip() and l not in readme]
     assert not missing, "the demo printed lines the README does not have:\n" + "\n".join(missing)
     assert len(printed) >= 6 and any(l.startswith("demo finished in") for l in lines)
+    # every explained effect is the stored reference's, from another machine (benchmarks/demo_reference/machine.json), to
+    # float32 rounding: measured differences between machines, thread counts and float32/float64 are below 3e-7
+    ref_dir = ROOT / "benchmarks" / "demo_reference"
+    ref_summary = json.loads((ref_dir / "summary.json").read_text())
+    assert ref_summary["versions"]["numbers"] == s["versions"]["numbers"], (
+        "the library's numbers version changed: rerun `python benchmarks/demo_repro.py --save-reference benchmarks/demo_reference`")
+    key = ["panel", "variant", "unit", "k"]
+    ours, ref = pd.read_csv(tmp_path / "demo" / "results.csv"), pd.read_csv(ref_dir / "results.csv")
+    both = ours.merge(ref, on=key, suffixes=("", "_ref"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all(), "the demo's curve points are not the reference's:\n" + str(both[both._merge != "both"][key])
+    diff = (both.explained_effect - both.explained_effect_ref).abs()
+    assert diff.max() < 1e-5, f"explained effect differs from the reference by {diff.max():.2e} at\n{both.loc[diff.idxmax(), key]}"
     # replotted from its table and summary, the figure is the run's: bisected counts and intervals, not the grid's
     r2 = sc("plot", tmp_path / "demo" / "results.csv", "--out", tmp_path / "replot")
     assert r2.returncode == 0, r2.stderr[-3000:]
