@@ -100,6 +100,9 @@ def _demo(args):
     if t.get("source") == "trained":
         print(f"toy models trained in {t.get('seconds', 0):.0f} s (data {t.get('data_seconds')} s, dense "
               f"{t.get('train_seconds')} s, sparse {t.get('sparsify_seconds')} s)")
+    if t.get("same_as_shipped"):
+        print("retrained weights identical to the shipped ones, bit for bit: " + ", ".join(f"{v} {'yes' if same else 'no'}" for v, same in t["same_as_shipped"].items())
+              + ("" if all(t["same_as_shipped"].values()) else " (another CPU model can train other weights; the numbers above are this machine's models')"))
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -31,7 +31,7 @@ from .training import eval_loss, sparsify, train_lm
 # %% auto #0
 __all__ = ['TOY_PATTERN', 'EOS', 'DOC_KINDS', 'DOC_VARIANTS', 'SPARSE_FIELDS', 'LATER_FIELDS', 'SHIPPED', 'toy_tokenizer',
            'toy_documents', 'pack', 'ToyConfig', 'toy_tasks', 'toy_data', 'train_toy_models', 'shipped_info',
-           'check_toy_files', 'ship_toy_models', 'dense_source', 'toy_models']
+           'check_toy_files', 'ship_toy_models', 'dense_source', 'same_as_shipped', 'toy_models']
 
 # %% ../nbs/10_toy.ipynb #e50b2f16
 TOY_PATTERN = r"'s|'t| ?[A-Za-z]+| ?[0-9]{2}| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"
@@ -309,6 +309,12 @@ def dense_source(cfg: ToyConfig) -> Path | None:
     if shipped is None or shipped["key"] == cfg.key(): return None
     return SHIPPED if ToyConfig.from_dict(shipped["config"]).dense_key() == cfg.dense_key() else None
 
+def same_as_shipped(info: dict, shipped: dict | None) -> dict | None:
+    """Whether the toy models of `info` (trained or cached) have the shipped models' weights, bit for bit:
+    {"dense": bool, "sparse": bool}; None when there are no shipped models or they are another recipe's."""
+    if shipped is None or shipped.get("key") != info.get("key"): return None
+    return {v: info["files"].get(f"{v}/model.safetensors") == shipped["files"][f"{v}/model.safetensors"] for v in ("dense", "sparse")}
+
 def toy_models(cfg: ToyConfig | None = None, *, retrain: bool = False, cache: bool = True, device="cpu",
                dtype=torch.float32, progress: bool = True, cache_root: Path | None = None) -> tuple:
     "(dense, sparse, info): the toy models of `cfg`, nnsight-wrapped: shipped, cached or trained now."
@@ -326,6 +332,7 @@ def toy_models(cfg: ToyConfig | None = None, *, retrain: bool = False, cache: bo
             source = "trained"
     info = json.loads((root / "info.json").read_text())
     info.update(source=source, path=str(root))
+    if source != "shipped": info["same_as_shipped"] = same_as_shipped(info, shipped)
     dense = load_model(str(root / "dense"), device=device, dtype=dtype, tokenizer=tok)
     sparse = load_sparse(root / "sparse", device=device, dtype=dtype, tokenizer=tok)
     return dense, sparse, info
