@@ -181,8 +181,8 @@ class GateRecorder:
         layer = getattr(module, "layer_idx", len(self.layers))
         self.layers[layer] = dict(   # the counts read the small mask as it is broadcast, never a float copy of it
             expected=torch.where(allowed, torch.sigmoid(g), 0.0).sum((0, 2, 3)),     # [H], differentiable
-            kept=((g > 0) & allowed).sum((0, 2, 3), dtype=torch.float32),            # [H]
-            pairs=allowed.sum(dtype=torch.float32).mul(B // allowed.shape[0]).expand(H))  # [H]
+            kept=((g > 0) & allowed).sum((0, 2, 3), dtype=torch.int32).float(),     # [H], counted exactly
+            pairs=(allowed.sum() * (B // allowed.shape[0])).float().expand(H))      # [H]
 
     def stacked(self, key: str) -> torch.Tensor:
         "Statistic `key` of every recorded layer, stacked: [L, H]."
