@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "figure.pdf, heads.png, results.csv and summary.json. Offline, CPU, a minute or two.")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--retrain", action="store_true", help="train both toy models from scratch from their recipe instead of "
-                   "using the shipped ones (about an hour and a half on two CPU cores; a machine with another CPU model may train other weights)")
+                   "using the shipped ones (about 70 minutes on two CPU cores; a machine with another CPU model trains other weights, and so gets other numbers)")
     d.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
