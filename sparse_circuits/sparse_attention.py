@@ -87,7 +87,7 @@ def sparse_attention_forward(module, query, key, value, attention_mask, scaling=
     elif _TEMPERATURE.get() is not None:   # the same numbers; the backward also passes the surrogate (gate_gradient)
         weights = SurrogateGate.apply(probs, g, allowed & (g > 0), _TEMPERATURE.get()).to(value.dtype)
     else:   # the same numbers and gradients, with one bool [B, H, T, S] kept for the backward instead of three floats
-        weights = probs.masked_fill(~(allowed & (g > 0)), 0.0).to(value.dtype)
+        weights = torch.where(allowed & (g > 0), probs, 0.0).to(value.dtype)
     if dropout > 0.0: weights = F.dropout(weights, p=dropout, training=module.training)
     rec = _RECORDER.get()
     if rec is not None: rec._add(module, g, allowed)
