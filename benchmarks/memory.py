@@ -7,6 +7,7 @@ estimate of the panel's peak.
     python benchmarks/memory.py --max-memory 2GB
     python benchmarks/memory.py --panel 1       # the IOI panel (2: Docstring, 3: IOI-Long)
     python benchmarks/memory.py --model sparse  # the sparse twin (nbs/experiments/smollm2.ipynb makes it)
+    python benchmarks/memory.py --model sparse --sparse-path DIR   # another gated model of the same shapes
     python benchmarks/memory.py --lib /path/to/other/checkout   # the same stages with another version of the library
 """
 import argparse, json, os, sys, threading, time
@@ -18,6 +19,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--points", type=int, default=3, help="patched passes (circuits) to time")
 ap.add_argument("--panel", type=int, default=3, help="panel of configs/smollm2.toml (1-based)")
 ap.add_argument("--model", choices=("dense", "sparse"), default="dense", help="the panel's model to measure")
+ap.add_argument("--sparse-path", default=None, help="a sparse model's folder to use instead of the config's")
 a = ap.parse_args()
 if a.lib: sys.path.insert(0, a.lib)
 import torch
@@ -31,6 +33,13 @@ from sparse_circuits.tasks import make_task
 from sparse_circuits.config import parse_config
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+try:  # glibc's view of the heap at each stage's end: in use, free but kept by the process, mmapped (older --lib: none)
+    from sparse_circuits.core import heap_stats
+except ImportError:
+    def heap_stats(): return None
+def heap():
+    h = heap_stats()
+    return {} if h is None else {f"heap_{k}_gib": round(v / 2**30, 2) for k, v in h.items()}
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * PAGE
 peak = [0]
 def sampler():
@@ -39,11 +48,14 @@ threading.Thread(target=sampler, daemon=True).start()
 rows = []
 def stage(name, fn):
     t0 = time.perf_counter(); out = fn(); sec = time.perf_counter() - t0; time.sleep(0.02)
-    rows.append(dict(stage=name, seconds=round(sec, 2), peak_rss_gib=round(peak[0] / 2**30, 2))); print(rows[-1], flush=True)
+    rows.append(dict(stage=name, seconds=round(sec, 2), peak_rss_gib=round(peak[0] / 2**30, 2),
+                     rss_gib=round(rss() / 2**30, 2), **heap()))
+    print(rows[-1], flush=True)
     return out
 
 cfg = parse_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "smollm2.toml"))
 panel = cfg.panels[a.panel - 1]
+if a.sparse_path: panel.sparse = dict(panel.sparse, path=a.sparse_path)
 if a.model == "dense": model = stage("load SmolLM2-135M", smollm2)
 else:
     from sparse_circuits.experiment import ModelCache

@@ -22,10 +22,11 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'GATE_TEMPERATURE', 'CPU_BUDGET', 'UNBOUNDED', 'REMOTE_VALUES', 'atomic_write',
-           'atomic_dir', 'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir', 'fingerprint',
-           'resolve_device', 'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory', 'memory_budget',
-           'check_remote', 'RemoteError', 'ndif_ready', 'as_int', 'as_float', 'seeded', 'versions']
+__all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'GATE_TEMPERATURE', 'CPU_BUDGET', 'UNBOUNDED', 'TRIM_FREE', 'REMOTE_VALUES',
+           'atomic_write', 'atomic_dir', 'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir',
+           'fingerprint', 'resolve_device', 'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory',
+           'memory_budget', 'heap_stats', 'trim_heap', 'check_remote', 'RemoteError', 'ndif_ready', 'as_int',
+           'as_float', 'seeded', 'versions']
 
 # %% ../nbs/00_core.ipynb #3f6ea1a9
 def _umask() -> int:
@@ -188,6 +189,42 @@ def memory_budget(device, max_memory=None, remote=None) -> int:
     if remote is True: return UNBOUNDED
     quarter = available_memory(device) // 4
     return min(quarter, CPU_BUDGET) if torch.device(device).type == "cpu" else quarter
+
+# %% ../nbs/00_core.ipynb #9ba02b56
+def _glibc(name: str, restype=None):
+    "A function of the process's C library (glibc's `malloc_trim`, `mallinfo2`), or None where it has none."
+    try:
+        import ctypes
+        f = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError, TypeError): return None
+    if restype is not None: f.restype = restype
+    return f
+
+def _mallinfo2_type():
+    import ctypes
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                  "uordblks", "fordblks", "keepcost")]
+    return Mallinfo2
+
+_MALLOC_TRIM, _MALLINFO2 = _glibc("malloc_trim"), _glibc("mallinfo2", _mallinfo2_type())
+TRIM_FREE = 256 << 20   # free heap from which the passes hand pages back: below it, re-faulting them would cost more
+
+def heap_stats() -> dict | None:
+    """What the C heap holds, in bytes over every arena (glibc's `mallinfo2`): `in_use`, `free` (kept by the process,
+    not the system's) and `mmapped` (large blocks, returned on free); None where the C library cannot tell."""
+    if _MALLINFO2 is None: return None
+    m = _MALLINFO2()
+    return dict(in_use=int(m.uordblks), free=int(m.fordblks), mmapped=int(m.hblkhd))
+
+def trim_heap(min_free: int = 0) -> bool:
+    """Return the C heap's free pages to the operating system (glibc's `malloc_trim(0)`) if it holds at least
+    `min_free` bytes free (where that can be told); True if it did."""
+    if _MALLOC_TRIM is None: return False
+    stats = heap_stats() if min_free else None
+    if stats is not None and stats["free"] < min_free: return False
+    _MALLOC_TRIM(0)
+    return True
 
 # %% ../nbs/00_core.ipynb #cbcb422d
 REMOTE_VALUES = (None, False, True, "local")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 
 from .architectures import Layout, norm_forward
-from .core import RemoteError, check_remote, device_of, ndif_ready
+from .core import TRIM_FREE, RemoteError, check_remote, device_of, ndif_ready, trim_heap
 from .sparse_attention import is_sparse
 from .graph import Graph
 
@@ -430,6 +430,8 @@ def run_device(model, remote) -> torch.device:
     return device_of(model)
 
 # %% ../nbs/06_trace.ipynb #397c63a4
-def release_passes():
-    "Free the tensors that finished nnsight passes still hold through reference cycles (the young generations' collection)."
-    gc.collect(1)
+def release_passes(collect: bool = True):
+    """Free the tensors that finished nnsight passes still hold through reference cycles (the young generations'
+    collection; `collect=False`: none), and return the heap's free pages to the system once it holds `TRIM_FREE`."""
+    if collect: gc.collect(1)
+    trim_heap(TRIM_FREE)
