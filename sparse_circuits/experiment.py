@@ -23,7 +23,7 @@ import torch
 from .architectures import ARCHITECTURES, Layout
 from .attribution import attribute
 from .config import ConfigError, FigureConfig, Panel, parse_config
-from .core import (NUMBERS_VERSION, atomic_write, fingerprint, memory_budget, parse_bytes,
+from .core import (NUMBERS_VERSION, TRIM_FREE, atomic_write, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
 from .evaluation import (Evaluator, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
     multiplier_interval, percentile_interval, prune_circuit, reach_bootstrap)
@@ -37,9 +37,9 @@ from .trace import ig_steps_per_pass, pass_bytes, patch_rows, rows_per_pass
 from .toy import ToyConfig, toy_models, toy_tasks, toy_tokenizer
 
 # %% auto #0
-__all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_ALLOC_OVERHEAD', 'FLOAT_FORMAT', 'model_label', 'ModelCache',
-           'panel_key', 'panel_task', 'run_panel', 'known_config', 'shape_of', 'estimate_panel', 'prompt_len',
-           'dry_run', 'reach_table', 'run', 'panel_curve', 'edges_at', 'circuit_at', 'summary_table']
+__all__ = ['DTYPES', 'MAX_CIRCUIT_EDGES', 'BASE_BYTES', 'CPU_PASS_OVERHEAD', 'CPU_KEPT_FREE', 'FLOAT_FORMAT', 'model_label',
+           'ModelCache', 'panel_key', 'panel_task', 'run_panel', 'known_config', 'shape_of', 'estimate_panel',
+           'prompt_len', 'dry_run', 'reach_table', 'run', 'panel_curve', 'edges_at', 'circuit_at', 'summary_table']
 
 # %% ../nbs/13_experiment.ipynb #f3f1cbf6
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -280,15 +280,16 @@ def shape_of(spec: dict, toy: dict) -> dict:
                           "checkpoints; download it first or give a local folder.") from None
 
 BASE_BYTES = 400 * 2**20   # Python, torch, transformers and nnsight loaded, before any model
-CPU_ALLOC_OVERHEAD = 1.6   # resident over allocated bytes of a CPU pass (the allocator keeps freed blocks), measured
-                           # 1.57-1.75 on SmolLM2-135M's attribution (benchmarks/memory.txt)
+CPU_PASS_OVERHEAD = 1.1    # resident over allocated bytes at a CPU pass's peak, measured on SmolLM2-135M's panels
+CPU_KEPT_FREE = 0.5        # freed heap kept from earlier passes per allocated byte, at most TRIM_FREE, measured on the toys
+                           # (one factor of 1.6 for both before the passes handed pages back: benchmarks/dry_run.txt)
 
 def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | None = None) -> dict:
     """Graph size, passes and peak memory (GiB) of one panel, from the model configs alone, for prompts of `seq_len`
     tokens under the panel's memory budget (`max_memory`, else `budget`, else a quarter of what is free here)."""
     device = resolve_device(panel.device)
     budget = parse_bytes(panel.max_memory) if panel.max_memory else (budget or memory_budget(device))
-    overhead = CPU_ALLOC_OVERHEAD if device.type == "cpu" else 1.0
+    overhead, kept = (CPU_PASS_OVERHEAD, CPU_KEPT_FREE) if device.type == "cpu" else (1.0, 0.0)
     out = {}
     n_batches = math.ceil(panel.n_examples / panel.batch_size)
     shapes = {"dense": shape_of(panel.dense, toy)}
@@ -320,7 +321,8 @@ def estimate_panel(panel: Panel, toy: dict, seq_len: int = 64, budget: int | Non
         out[variant] = dict(n_edges=g.n_edges, n_heads=n_heads, n_senders=g.n_senders, n_receivers=g.n_receivers,
                             attribution_passes=per_pass_attr * n_batches * -(-panel.batch_size // rows),
                             curve_forwards=curve_fwd, head_forwards=head_fwd,
-                            memory_gb=round((BASE_BYTES + s["n_params"] * bytes_per + work * overhead) / 2**30, 2),
+                            memory_gb=round((BASE_BYTES + s["n_params"] * bytes_per + work * overhead
+                                              + min(work * kept, TRIM_FREE)) / 2**30, 2),
                             source=s["source"])
     return out
 
