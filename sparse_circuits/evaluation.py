@@ -19,7 +19,7 @@ from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
 from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
-    patched_forward, read_forward, release_passes, remote_errors, resolve_remote, run_device, unembed_answers)
+    patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'boot_effects', 'bootstrap_interval',
@@ -85,7 +85,6 @@ class Evaluator:
                 self.n_forward += 2
                 if self.cache_corrupted: self._cache[i] = Reads(acts, res, None, None, zs)
                 clean.append(mc.cpu()); corrupt.append(mk.cpu())
-                release_passes(collect=False)
         clean, corrupt = torch.cat(clean), torch.cat(corrupt)
         if not (torch.isfinite(clean).all() and torch.isfinite(corrupt).all()):
             raise ValueError(f"the {self.task.name} metric is NaN or infinite on some clean or corrupted prompts; "
@@ -118,7 +117,6 @@ class Evaluator:
                     res = torch.stack(results).save()
                 self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)
                 out[:, rows] = res.cpu()
-                release_passes(collect=False)   # the heap's free pages, once many, before the next batch
         return out
 
     def check(self, keep: torch.Tensor):

@@ -430,8 +430,8 @@ def run_device(model, remote) -> torch.device:
     return device_of(model)
 
 # %% ../nbs/06_trace.ipynb #397c63a4
-def release_passes(collect: bool = True):
+def release_passes():
     """Free the tensors that finished nnsight passes still hold through reference cycles (the young generations'
-    collection; `collect=False`: none), and return the heap's free pages to the system once it holds `TRIM_FREE`."""
-    if collect: gc.collect(1)
+    collection), and return the heap's free pages to the system once it holds `TRIM_FREE`."""
+    gc.collect(1)
     trim_heap(TRIM_FREE)
