@@ -191,23 +191,16 @@ def memory_budget(device, max_memory=None, remote=None) -> int:
     return min(quarter, CPU_BUDGET) if torch.device(device).type == "cpu" else quarter
 
 # %% ../nbs/00_core.ipynb #9ba02b56
-def _glibc(name: str, restype=None):
-    "A function of the process's C library (glibc's `malloc_trim`, `mallinfo2`), or None where it has none."
-    try:
-        import ctypes
-        f = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError, TypeError): return None
-    if restype is not None: f.restype = restype
-    return f
+import ctypes
+try: _LIBC = ctypes.CDLL(None)                 # the process's own C library
+except (OSError, TypeError): _LIBC = None      # (Windows has no such handle)
 
-def _mallinfo2_type():
-    import ctypes
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                                                  "uordblks", "fordblks", "keepcost")]
-    return Mallinfo2
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                              "uordblks", "fordblks", "keepcost")]
 
-_MALLOC_TRIM, _MALLINFO2 = _glibc("malloc_trim"), _glibc("mallinfo2", _mallinfo2_type())
+_MALLOC_TRIM, _MALLINFO2 = getattr(_LIBC, "malloc_trim", None), getattr(_LIBC, "mallinfo2", None)   # glibc's only
+if _MALLINFO2 is not None: _MALLINFO2.restype = _Mallinfo2
 TRIM_FREE = 256 << 20   # free heap from which the passes hand pages back: below it, re-faulting them would cost more
 
 def heap_stats() -> dict | None:
