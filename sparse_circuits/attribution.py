@@ -24,8 +24,9 @@ from .trace import (batch_spans, ig_steps_per_pass, logits_at_answers, pass_byte
     release_passes, remote_errors, resolve_remote, rows_per_pass, run_device, unembed_answers)
 
 # %% auto #0
-__all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
-           'NonFiniteScoresError', 'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib']
+__all__ = ['METHODS', 'MIB_TASKS', 'MIB_MODELS', 'COMPLETENESS_TOL', 'attn_receiver_grads', 'accumulate_scores', 'batch_scores',
+           'NonFiniteScoresError', 'check_finite', 'Attribution', 'attribute', 'read_eap_ig_json', 'save_mib',
+           'completeness_warning']
 
 # %% ../nbs/07_attribution.ipynb #d1b039c8
 def attn_receiver_grads(lay: Layout, block, resid: torch.Tensor, grads: list, dtype=torch.float32,
@@ -342,3 +343,23 @@ def save_mib(attr: Attribution, out_dir, task: str, model: str, strict: bool = T
     folder = Path(out_dir) / f"{task}_{model}"
     folder.mkdir(parents=True, exist_ok=True)
     return attr.to_eap_ig_json(folder / "importances.json", scale="eap-ig")
+
+# %% ../nbs/07_attribution.ipynb #0c27722b
+COMPLETENESS_TOL = 0.15   # EAP-IG's completeness further than this from 1 is reported. The dense toy models of three
+                          # seeds give 0.95-1.10 at 5 steps on every task (experiments/toy_seeds.ipynb)
+
+@patch
+def completeness(self: Attribution, gap: float) -> float:
+    """The share of the metric's `gap` (the mean clean metric minus the mean corrupted one over the task's prompts, e.g.
+    from an `evaluation.Evaluator`'s baselines) that the input's scores add up to: 1 for exact integrated gradients.
+    NaN where the gap is 0."""
+    gap = float(gap)
+    return -float(self.scores[0].double().sum()) / gap if gap else float("nan")
+
+def completeness_warning(completeness: float, method: str) -> str | None:
+    "What to tell the user of an EAP-IG attribution whose `completeness` is further than `COMPLETENESS_TOL` from 1 (else None)."
+    if method != "EAP-IG" or not abs(completeness - 1) > COMPLETENESS_TOL: return None
+    return (f"the input's EAP-IG scores add up to {completeness:.2f} of the clean-corrupted gap, not 1 (within "
+            f"{COMPLETENESS_TOL}): the gradient misses part of the effect, so the ranking of the edges, and the counts built "
+            "on it, may be wrong. More steps (ig_steps) make the sum finer; on a sparse model, gate_temperature passes the "
+            "gates' gradient.")

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from .architectures import ARCHITECTURES, Layout
-from .attribution import attribute
+from .attribution import attribute, completeness_warning
 from .config import ConfigError, FigureConfig, Panel, parse_config
 from .core import (NUMBERS_VERSION, TRIM_FREE, atomic_write, fingerprint, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
@@ -176,6 +176,9 @@ def run_panel(panel: Panel, cache: ModelCache, progress: bool = True) -> tuple[p
                     n_distinct_prompts=task.info.get("n_distinct"), **{k: v for k, v in ev.gap.items() if k != "n"},
                     memory=dict(ev.memory, attribution_rows_per_pass=attr.info["rows_per_pass"]))
         if held_out is not None: info["prompts_held_out"] = held_out
+        info["completeness"] = attr.completeness(info["clean_metric"] - info["corrupted_metric"])
+        note = completeness_warning(info["completeness"], attr.method) if ev.gap["significant"] else None
+        if note: warnings.warn(f"{panel.title} / {variant}: {note}")
         if not ev.gap["significant"]:
             warnings.warn(f"{panel.title} / {variant}: the clean-corrupted gap ({ev.gap['gap']:.4g}) is {ev.gap['gap_z']:.2f} "
                           f"standard errors, below {panel.min_gap_z}: its curves are noise, and no multiplier is reported.")
@@ -466,7 +469,7 @@ def summary_table(summary: dict) -> pd.DataFrame:
     for p in summary["panels"]:
         for variant, m in p["models"].items():
             rows.append(dict(panel=p["title"], variant=variant, model=m["name"], accuracy=m.get("accuracy"),
-                             gap_z=m.get("gap_z"), n_edges=m.get("n_edges"), edges_to_reach=m.get("edges_to_reach"),
+                             gap_z=m.get("gap_z"), completeness=m.get("completeness"), n_edges=m.get("n_edges"), edges_to_reach=m.get("edges_to_reach"),
                              edges_multiplier=p["multiplier"]["multiplier"],
                              **_interval_columns("edges_multiplier", p["multiplier"]), heads_to_reach=m.get("heads_to_reach"),
                              heads_multiplier=p.get("heads_multiplier", {}).get("multiplier"),
