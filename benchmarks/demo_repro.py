@@ -9,10 +9,12 @@ and `--save-reference DIR` stores this machine's first run as such a reference.
 
     python benchmarks/demo_repro.py [--out DIR] [--runs 3] [--reference benchmarks/demo_reference]
 """
-import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
+
+from sparse_circuits.core import cpu_model
 
 CLI = str(Path(sys.executable).parent / "sparse-circuits")
 
@@ -50,11 +52,6 @@ def max_diff(a: Path, b: Path) -> float:
     key = ["panel", "variant", "unit", "k"]
     m = pd.read_csv(a / "results.csv").merge(pd.read_csv(b / "results.csv"), on=key, suffixes=("_a", "_b"))
     return float((m.explained_effect_a - m.explained_effect_b).abs().max())
-
-
-def cpu_model() -> str:
-    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 
 def main():

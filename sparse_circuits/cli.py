@@ -87,11 +87,11 @@ def _demo(args):
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.retrain:
-        from sparse_circuits.toy import shipped_info
+        from sparse_circuits.toy import ToyConfig, shipped_info
         shipped = shipped_info() or {}
         took, threads = shipped.get("seconds"), shipped.get("threads")
-        print("retraining the toy models from their recipe" + (f" (the shipped pair took {took / 3600:.1f} h on {threads} "
-              f"CPU thread{'s' if threads != 1 else ''})" if took and threads else "") + "; the analysis follows...")
+        print(f"retraining the toy models from their recipe, on its {ToyConfig().threads} CPU threads" + (f" (the shipped pair took {took / 3600:.1f} h "
+              f"on {threads})" if took and threads else "") + "; the analysis follows...")
     try: s = run(DEMO_CONFIG, out, resume=not args.no_resume, progress=not args.quiet, retrain=args.retrain)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr); return 2
@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "figure.pdf, heads.png, results.csv and summary.json. Offline, CPU, a minute or two.")
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--retrain", action="store_true", help="train both toy models from scratch from their recipe instead of "
-                   "using the shipped ones (about 70 minutes on two CPU cores; a machine with another CPU model trains other weights, and so gets other numbers)")
+                   "using the shipped ones (about 70 minutes: training uses the recipe's 2 torch threads, as the shipped models "
+                   "were trained, whatever the cores, since the weights depend on the thread count; a machine with another CPU model "
+                   "trains other weights, and so gets other numbers)")
     d.add_argument("--no-resume", action="store_true", help="recompute panels already saved in the output folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)

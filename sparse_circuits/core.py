@@ -26,7 +26,7 @@ __all__ = ['NUMBERS_VERSION', 'GATE_RECORDER', 'GATE_TEMPERATURE', 'CPU_BUDGET',
            'atomic_write', 'atomic_dir', 'sha256_file', 'write_set', 'IncompleteSetError', 'check_set', 'cache_dir',
            'fingerprint', 'resolve_device', 'unwrap', 'device_of', 'compute_dtype', 'parse_bytes', 'available_memory',
            'memory_budget', 'heap_stats', 'trim_heap', 'check_remote', 'RemoteError', 'ndif_ready', 'as_int',
-           'as_float', 'seeded', 'versions']
+           'as_float', 'seeded', 'versions', 'torch_threads', 'cpu_model', 'machine']
 
 # %% ../nbs/00_core.ipynb #3f6ea1a9
 def _umask() -> int:
@@ -275,3 +275,23 @@ def versions() -> dict:
     import sparse_circuits
     return dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
                 nnsight=nnsight.__version__, sparse_circuits=sparse_circuits.__version__, numbers=NUMBERS_VERSION)
+
+# %% ../nbs/00_core.ipynb #829c15fa
+@contextlib.contextmanager
+def torch_threads(n: int):
+    "Run the block with `n` torch CPU threads (intra-op), restoring the caller's count afterwards."
+    n = as_int(n, "threads", 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
+
+def cpu_model() -> str:
+    "The CPU's model name (from /proc/cpuinfo on Linux; elsewhere the platform's processor string)."
+    try:
+        with open("/proc/cpuinfo") as f: return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def machine() -> dict:
+    "The machine a result is computed on: CPU model, cores, and the torch CPU threads in use."
+    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=torch.get_num_threads())

@@ -23,7 +23,7 @@ import torch
 from .architectures import ARCHITECTURES, Layout
 from .attribution import attribute, completeness_warning
 from .config import ConfigError, FigureConfig, Panel, parse_config
-from .core import (NUMBERS_VERSION, TRIM_FREE, atomic_write, fingerprint, memory_budget, parse_bytes,
+from .core import (NUMBERS_VERSION, TRIM_FREE, atomic_write, fingerprint, machine, memory_budget, parse_bytes,
     resolve_device, sha256_file, versions, write_set)
 from .evaluation import (Evaluator, check_tau, curve, edges_to_reach, head_curve, heads_to_reach, multiplier,
     multiplier_interval, percentile_interval, prune_circuit, reach_bootstrap)
@@ -424,7 +424,7 @@ def run(config, out_dir, *, resume: bool = True, progress: bool = True, plot: bo
                    multipliers={p["title"]: p["multiplier"]["multiplier"] for p in panels},
                    heads_multipliers={p["title"]: p.get("heads_multiplier", {}).get("multiplier") for p in panels},
                    toy=cache.toy_info and {k: v for k, v in cache.toy_info.items() if k != "files"},
-                   versions=versions(), seconds=round(time.perf_counter() - t_start, 1))
+                   versions=versions(), machine=machine(), seconds=round(time.perf_counter() - t_start, 1))
     text = _csv_text(results)
     files = {"results.csv": (lambda f: f.write(text), "w")}
     if plot:

@@ -23,7 +23,7 @@ from tokenizers import Regex, Tokenizer, decoders, models as tk_models, pre_toke
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from . import tasks as T
-from .core import atomic_dir, cache_dir, sha256_file, versions
+from .core import atomic_dir, cache_dir, machine, sha256_file, torch_threads, versions
 from .models import load_model, load_sparse
 from .sparse_attention import attention_density
 from .training import eval_loss, sparsify, train_lm
@@ -107,7 +107,7 @@ def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.
 
 # %% ../nbs/10_toy.ipynb #f99b339f
 SPARSE_FIELDS = ("sparsify_steps", "sparsify_lr", "slack", "lambda_lr", "gate_bias", "distill")   # post-training only
-LATER_FIELDS = {"doc_options": {}}   # fields added after models shipped, and the value that leaves a recipe as it was: not hashed
+LATER_FIELDS = {"doc_options": {}, "threads": 2}   # fields added after models shipped, and the value that leaves a recipe as it was: not hashed
 
 @dataclass
 class ToyConfig:
@@ -136,6 +136,7 @@ class ToyConfig:
     task_options: dict = field(default_factory=lambda: {"ioi-long": dict(min_tokens=30, max_tokens=60)})
     doc_options: dict = field(default_factory=lambda: {"greater-than": {"first_year": 1}})
     seed: int = 0
+    threads: int = 2        # torch CPU threads of both trainings: the trained weights depend on the count (core.torch_threads)
 
     def __post_init__(self):
         self.doc_prefix = tuple(self.doc_prefix)
@@ -144,7 +145,7 @@ class ToyConfig:
             v = getattr(self, f.name)
             if f.type in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float) if f.type == "float" else int)):
                 raise ValueError(f"toy.{f.name}: expected {f.type}, got {v!r}.")
-        for name in ("n_layer", "n_head", "n_embd", "seq_len", "n_docs", "train_steps", "batch_size", "n_heldout", "n_eval_rows"):
+        for name in ("n_layer", "n_head", "n_embd", "seq_len", "n_docs", "train_steps", "batch_size", "n_heldout", "n_eval_rows", "threads"):
             if getattr(self, name) < 1: raise ValueError(f"toy.{name} must be >= 1, got {getattr(self, name)}.")
         if self.n_embd % self.n_head: raise ValueError(f"toy.n_embd ({self.n_embd}) must be a multiple of toy.n_head ({self.n_head}).")
         if self.sparsify_steps < 0: raise ValueError(f"toy.sparsify_steps must be >= 0, got {self.sparsify_steps}.")
@@ -231,38 +232,40 @@ def _reused_dense(cfg: ToyConfig, src) -> tuple:
 def train_toy_models(cfg: ToyConfig, root, *, device="cpu", progress: bool = True, dense_from=None) -> dict:
     """Train the dense and the sparse toy model of `cfg` from scratch into folder `root` (atomically); returns the info.
     Both trainings checkpoint into `<root>.checkpoints` (removed when the models are written): a stopped run resumes.
-    `dense_from`: a folder of toy models whose recipe has this one's `dense_key`; its dense model is used, not retrained."""
+    `dense_from`: a folder of toy models whose recipe has this one's `dense_key`; its dense model is used, not retrained.
+    Both trainings run with the recipe's `threads` torch threads."""
     tok = toy_tokenizer()
     ckpts = Path(str(root) + ".checkpoints")
     t_all = time.perf_counter()
     t0 = time.perf_counter()
     train, held_rows, info = toy_data(cfg)
     info["data_seconds"] = round(time.perf_counter() - t0, 1)
-    if dense_from is not None:
-        dense, log, src = _reused_dense(cfg, dense_from)
-        info.update(train_seconds=src["train_seconds"], dense_from=src["key"])   # the time it took to train it there
-        resumed_seconds = 0.0
-    else:
-        dense = _toy_gpt2(cfg, len(tok))
+    with torch_threads(cfg.threads):   # the weights depend on the thread count: the recipe fixes it
+        if dense_from is not None:
+            dense, log, src = _reused_dense(cfg, dense_from)
+            info.update(train_seconds=src["train_seconds"], dense_from=src["key"])   # the time it took to train it there
+            resumed_seconds = 0.0
+        else:
+            dense = _toy_gpt2(cfg, len(tok))
+            t0 = time.perf_counter()
+            log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                           device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
+            info["train_seconds"] = round(log.attrs["seconds"], 1)   # all its steps, also those of an interrupted run resumed here
+            resumed_seconds = log.attrs["seconds"] - (time.perf_counter() - t0)   # > 0 if it resumed: steps of interrupted runs
+        _no_dropout(dense)  # dropout is for training the dense model only
+        info["dense_loss"] = eval_loss(dense, held_rows)
+        sparse = copy.deepcopy(dense)
         t0 = time.perf_counter()
-        log = train_lm(dense, train, steps=cfg.train_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                       device=device, progress=progress, checkpoint_dir=ckpts / "train", checkpoint_every=500)
-        info["train_seconds"] = round(log.attrs["seconds"], 1)   # all its steps, also those of an interrupted run resumed here
-        resumed_seconds = log.attrs["seconds"] - (time.perf_counter() - t0)   # > 0 if it resumed: steps of interrupted runs
-    _no_dropout(dense)  # dropout is for training the dense model only
-    info["dense_loss"] = eval_loss(dense, held_rows)
-    sparse = copy.deepcopy(dense)
-    t0 = time.perf_counter()
-    res = sparsify(sparse, train, eval_data=held_rows, steps=max(cfg.sparsify_steps, 1), lr=cfg.sparsify_lr,
-                   batch_size=cfg.batch_size, slack=cfg.slack, lambda_lr=cfg.lambda_lr, gate_bias=cfg.gate_bias,
-                   distill=cfg.distill, seed=cfg.seed, device=device, progress=progress,
-                   checkpoint_dir=ckpts / "sparsify", checkpoint_every=100)
-    info["sparsify_seconds"] = round(res.log.attrs["seconds"], 1)
-    resumed_seconds += res.log.attrs["seconds"] - (time.perf_counter() - t0)
-    info.update(sparse_loss=res.final["eval_loss"], target_loss=res.target_loss, bound=res.bound,
-                density=attention_density(sparse, held_rows[:64]).overall, config=dataclasses.asdict(cfg), key=cfg.key(),
-                seconds=round(time.perf_counter() - t_all + max(resumed_seconds, 0.0), 1), versions=versions(),
-                threads=torch.get_num_threads())
+        res = sparsify(sparse, train, eval_data=held_rows, steps=max(cfg.sparsify_steps, 1), lr=cfg.sparsify_lr,
+                       batch_size=cfg.batch_size, slack=cfg.slack, lambda_lr=cfg.lambda_lr, gate_bias=cfg.gate_bias,
+                       distill=cfg.distill, seed=cfg.seed, device=device, progress=progress,
+                       checkpoint_dir=ckpts / "sparsify", checkpoint_every=100)
+        info["sparsify_seconds"] = round(res.log.attrs["seconds"], 1)
+        resumed_seconds += res.log.attrs["seconds"] - (time.perf_counter() - t0)
+        info.update(sparse_loss=res.final["eval_loss"], target_loss=res.target_loss, bound=res.bound,
+                    density=attention_density(sparse, held_rows[:64]).overall, config=dataclasses.asdict(cfg), key=cfg.key(),
+                    seconds=round(time.perf_counter() - t_all + max(resumed_seconds, 0.0), 1), versions=versions(),
+                    threads=cfg.threads, machine=machine())
     def build(tmp):
         for name, m in (("dense", dense), ("sparse", sparse)): m.save_pretrained(tmp / name)
         log.to_csv(tmp / "train_log.csv", index=False)

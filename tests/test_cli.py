@@ -171,11 +171,13 @@ def test_reduced_demo_end_to_end(tmp_path):
     (alone / "results.csv").write_bytes(first)
     r3b = sc("plot", alone / "results.csv")
     assert r3b.returncode == 0 and (alone / "figure.png").exists() and "no bisection" in r3b.stderr
-    # --retrain trains the recipe again although it is cached; on one machine training is deterministic
-    r4 = sc("run", cfg, "--out", tmp_path / "again", "--quiet", "--retrain", env=env)
+    # --retrain trains the recipe again although it is cached; on one machine training is deterministic, also in a
+    # process whose torch default is one thread: both trainings run on the recipe's threads (toy.threads, 2)
+    r4 = sc("run", cfg, "--out", tmp_path / "again", "--quiet", "--retrain", env=dict(env, OMP_NUM_THREADS="1"))
     assert r4.returncode == 0, r4.stderr[-3000:]
     t = json.loads((tmp_path / "again" / "summary.json").read_text())["toy"]
-    assert t["source"] == "trained" and t["dense_loss"] == s["toy"]["dense_loss"]
+    assert t["source"] == "trained" and (t["dense_loss"], t["sparse_loss"]) == (s["toy"]["dense_loss"], s["toy"]["sparse_loss"])
+    assert t["machine"]["threads"] == s["toy"]["machine"]["threads"] == 2
 
 
 def test_shipped_models_match_their_recipe(tmp_path):
