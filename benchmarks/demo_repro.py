@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sparse_circuits.core import cpu_model
+from sparse_circuits.core import machine
 
 CLI = str(Path(sys.executable).parent / "sparse-circuits")
 
@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--save-reference", default=None, help="store this machine's first run here as a reference")
     args = ap.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="demo_repro_"))
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch threads default; outputs in {root}")
+    print(f"machine: {machine()} (the demo runs with torch's default threads); outputs in {root}")
     times = []
     for i in range(args.runs):
         t, stdout = timed([CLI, "demo", "--quiet", "--no-resume", "--out", str(root / f"run{i}")])
@@ -94,7 +94,7 @@ def main():
         dest = Path(args.save_reference)
         dest.mkdir(parents=True, exist_ok=True)
         for f in ("results.csv", "summary.json"): shutil.copy(root / "run0" / f, dest / f)
-        (dest / "machine.json").write_text(json.dumps(dict(cpu=cpu_model(), cores=os.cpu_count()), indent=1) + "\n")
+        (dest / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
         print(f"run0's results.csv and summary.json stored in {dest}")
 
 

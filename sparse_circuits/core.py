@@ -286,12 +286,21 @@ def torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(before)
 
+def _cpuinfo() -> dict:
+    "The first processor's fields of /proc/cpuinfo (empty where there is none)."
+    try:
+        with open("/proc/cpuinfo") as f: block = f.read().split("\n\n")[0]
+    except OSError: return {}
+    return {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in block.splitlines()) if v}
+
 def cpu_model() -> str:
     "The CPU's model name (from /proc/cpuinfo on Linux; elsewhere the platform's processor string)."
-    try:
-        with open("/proc/cpuinfo") as f: return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 def machine() -> dict:
-    "The machine a result is computed on: CPU model, cores, and the torch CPU threads in use."
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=torch.get_num_threads())
+    """The machine a result is computed on: CPU model name, family/model/stepping (a virtual machine may name only the
+    vendor, e.g. 'AMD EPYC'), the instruction set torch's CPU kernels use, cores, and the torch CPU threads in use."""
+    info = _cpuinfo()
+    cpu_id = " ".join(f"{k.split()[-1]} {info[k]}" for k in ("cpu family", "model", "stepping") if k in info)
+    return dict(cpu=cpu_model(), cpu_id=cpu_id or None, capability=torch.backends.cpu.get_cpu_capability(),
+                cores=os.cpu_count(), threads=torch.get_num_threads())
