@@ -191,7 +191,7 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
              callback=None) -> pd.DataFrame:
     """Train a causal LM (transformers or nnsight-wrapped) on token rows `data` [N, T]; returns the loss log. With
     `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps and at the end, and a rerun resumes from
-    it (same settings, data and starting weights, else it refuses) to exactly the weights of an uninterrupted run.
+    it (same settings, data, starting weights and torch thread count, else it refuses) to exactly the weights of an uninterrupted run.
     `callback(step, loss)` is called after every step. `log.attrs["seconds"]`: the wall-clock seconds of the steps
     that made the final weights, over all the runs that resumed one another."""
     hf = unwrap(model)
@@ -204,7 +204,7 @@ def train_lm(model, data: torch.Tensor, *, steps: int = 1000, lr: float = 1e-3, 
     ckpt = Path(checkpoint_dir).expanduser() / TRAIN_CHECKPOINT if checkpoint_dir is not None else None
     settings = None if ckpt is None else dict(
         steps=steps, lr=lr, batch_size=batch_size, warmup=warmup, weight_decay=weight_decay, seed=seed,
-        data=tensor_fingerprint(data), start=tensor_fingerprint(hf.state_dict()))
+        data=tensor_fingerprint(data), start=tensor_fingerprint(hf.state_dict()), threads=torch.get_num_threads())
     state = _load_checkpoint(ckpt, resume, settings, dev)
     torch.manual_seed(seed)
     rows, start, before = [], 0, 0.0
@@ -298,7 +298,8 @@ def sparsify(model, data: torch.Tensor, *, target_loss: float | None = None, sla
                     lambda_lr=lambda_lr, ema=ema, lambda_bounds=list(lambda_bounds), warmup=warmup, eval_every=eval_every,
                     constrain_on=constrain_on, keep_best=keep_best, data=tensor_fingerprint(data),
                     eval_data=None if eval_data is None else tensor_fingerprint(eval_data),
-                    target_loss=None if target_loss is None else float(target_loss), gate_bias=gate_bias)
+                    target_loss=None if target_loss is None else float(target_loss), gate_bias=gate_bias,
+                    threads=torch.get_num_threads())   # the thread count changes the weights (core.torch_threads)
     ckpt = Path(checkpoint_dir).expanduser() / CHECKPOINT if checkpoint_dir is not None else None
     state = _load_checkpoint(ckpt, resume, settings, dev)
     if state is not None:
