@@ -4,9 +4,9 @@ GPT-2-small-shaped random model (12 layers, 12 heads, d_model 768), IOI batch of
 
     python benchmarks/evaluation.py [--repeats 3] [--device cpu]
 
-A second table backs the rule that picks a plan matrix's layout (trace.SPARSE_PLAN_DENSITY): a receivers x senders 0/1
-matrix times the senders' differences (`[senders, 16 x 21 x 768]`), dense against CSR, at the shapes a GPT-2-small
-circuit has.
+A second table backs the rule that picks a plan matrix's layout (trace.SPARSE_PLAN_DENSITY): the receivers' inputs
+built by `trace.active_inputs` from a receivers x senders 0/1 matrix and the senders' differences
+(`[senders, 16 x 21 x 768]`), dense (one product per position) against CSR, at the shapes a GPT-2-small circuit has.
 """
 import argparse
 import resource
@@ -34,16 +34,17 @@ def timed(fn, repeats, device):
 
 
 def plan_products(repeats, device):
-    "Seconds of one plan product, dense and CSR, for (receivers, senders, density) shapes of GPT-2-small plans."
-    from sparse_circuits.trace import SPARSE_PLAN_DENSITY
-    gen, out = torch.Generator().manual_seed(0), []
+    "Seconds of building one plan's inputs (`trace.active_inputs`), dense and CSR, for (receivers, senders, density) shapes of GPT-2-small plans."
+    from sparse_circuits.trace import SPARSE_PLAN_DENSITY, Plan, active_inputs
+    gen, out, work = torch.Generator().manual_seed(0), [], {}
     for n, U, p in ((1, 156, 0.2), (1, 156, 0.5), (12, 100, 0.1), (30, 144, 0.1), (30, 144, 0.3)):
-        diff, base = torch.randn(U, 16 * 21 * 768, generator=gen).to(device), torch.randn(16 * 21 * 768, generator=gen).to(device)
-        M = (torch.rand(n, U, generator=gen) < p).double().float().to(device)
+        diff, base = torch.randn(U, 16 * 21 * 768, generator=gen).to(device), torch.randn(16, 21, 768, generator=gen).to(device)
+        M = (torch.rand(n, U, generator=gen) < p).double()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore"); Mc = M.to_sparse_csr()
-        td, _ = timed(lambda: torch.addmm(base.expand(n, -1), M, diff), repeats, device)
-        tc, _ = timed(lambda: torch.addmm(base.expand(n, -1), Mc, diff), repeats, device)
+        plan = Plan("kept", torch.arange(U), torch.arange(n), M)
+        td, _ = timed(lambda: active_inputs(plan, base, diff, work=work), repeats, device)
+        tc, _ = timed(lambda: active_inputs(plan._replace(matrix=Mc), base, diff, work=work), repeats, device)
         nnz = int(M.count_nonzero())
         out.append((n, U, nnz, td, tc, nnz <= SPARSE_PLAN_DENSITY * U * (n + 3)))
     return out

@@ -260,6 +260,17 @@ def join_qkv(self: Layout, q, k, v) -> list:
     if self.arch.qkv_layout == "fused": return [torch.cat([t.flatten(-2) for t in (q, k, v)], dim=-1)]
     return [torch.cat([q, k, v], dim=-1).flatten(-2)]
 
+# %% ../nbs/02_architectures.ipynb #76a40fc1
+@patch
+def project_qkv(self: Layout, block, x: torch.Tensor) -> list:
+    """The q/k/v projection modules' outputs (one per module, as they give them) for inputs `x` `[tokens, d_model]`,
+    computed from their weights (values only) in `x`'s dtype."""
+    outs = []
+    for mod in self.qkv_modules(block):
+        w, b = self._xw(mod).detach().to(x.dtype), getattr(mod, "bias", None)
+        outs.append(x @ w if b is None else torch.addmm(b.detach().to(x.dtype), x, w))
+    return outs
+
 # %% ../nbs/02_architectures.ipynb #3f9a6aec
 @patch
 def norm_params(self: Layout, norm) -> NormParams:

@@ -18,8 +18,8 @@ from .core import as_float, as_int, compute_dtype, memory_budget
 from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
-from .trace import (Reads, batch_spans, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
-    patched_forward, read_forward, remote_errors, resolve_remote, run_device, unembed_answers)
+from .trace import (Reads, batch_tokens, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
+    patched_forward, read_forward, remote_errors, resolve_remote, run_device, select_tokens, unembed_answers)
 
 # %% auto #0
 __all__ = ['heads_to_reach', 'Evaluator', 'gap_test', 'explained_effect', 'log_grid', 'boot_effects', 'bootstrap_interval',
@@ -45,7 +45,7 @@ class Evaluator:
                     for b in self.batches]
         self._cache = {}
         self._work = None if self.remote else {}   # the patched passes' buffers, kept across passes (trace.workspace)
-        self._spans = [batch_spans(b, self.layout.d_model) for b in self.batches]   # where differences matter
+        self._tokens = [batch_tokens(b).to(self.device) for b in self.batches]   # where differences matter
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)
@@ -83,7 +83,8 @@ class Evaluator:
                         mk = self.metric_fn(self._logits(b), mb).to(dt).save()
                         if self.cache_corrupted: acts, res, zs = rd.acts.save(), rd.resids.save(), rd.zs.save()
                 self.n_forward += 2
-                if self.cache_corrupted: self._cache[i] = Reads(acts, res, None, None, zs)
+                if self.cache_corrupted:   # kept at the positions a patched pass reads them only
+                    self._cache[i] = select_tokens(Reads(acts, res, None, None, zs), self._tokens[i], lay.d_model)
                 clean.append(mc.cpu()); corrupt.append(mk.cpu())
         clean, corrupt = torch.cat(clean), torch.cat(corrupt)
         if not (torch.isfinite(clean).all() and torch.isfinite(corrupt).all()):
@@ -107,12 +108,13 @@ class Evaluator:
                         corr = self._cache[i]
                     else:
                         with m.trace(b.corrupted, **kw):
-                            corr = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
+                            rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
+                            corr = select_tokens(rd, self._tokens[i], lay.d_model)
                     results = []
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):
                             logits = patched_forward(m, lay, g, plans, corr, dt, b if self.answer_logits_only else None,
-                                                    work=self._work, spans=self._spans[i])
+                                                    work=self._work, tokens=self._tokens[i])
                             results.append(self.metric_fn(logits, mb).to(dt))
                     res = torch.stack(results).save()
                 self.n_forward += len(keeps) + (0 if self.cache_corrupted else 1)

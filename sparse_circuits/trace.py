@@ -23,9 +23,10 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
            'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'active_inputs',
-           'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes', 'rows_per_pass',
-           'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device', 'release_passes']
+           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'batch_tokens',
+           'select_tokens', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size',
+           'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors',
+           'run_device', 'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -36,8 +37,8 @@ def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.f
     z = z.reshape(-1, lay.n_heads, lay.d_head).transpose(0, 1)               # [heads, batch*pos, d_head]
     W = lay.o_weight(block).detach().to(dtype)                               # values only, never differentiated
     if heads is not None: z, W = z[heads.to(z.device)], W[heads.to(W.device)]
-    if out is not None: out = out.view(len(W), z.shape[1], -1)
-    return torch.bmm(z, W, out=out).view(len(W), -1)
+    if out is not None: out = out.view(len(W), z.shape[1], W.shape[-1])
+    return torch.bmm(z, W, out=out).view(len(W), z.shape[1] * W.shape[-1])   # (no -1: a pass may have no position)
 
 # %% ../nbs/06_trace.ipynb #a8576d40
 class LayerAnchors(NamedTuple):
@@ -167,7 +168,7 @@ def circuit_plans(g: Graph, keep: torch.Tensor, sparse: bool = True) -> CircuitP
     layers = [(_compact(a, need, sparse), _compact(m, need, sparse)) for a, m in layers]
     return CircuitPlans(layers, _compact(final, need, sparse), need)
 
-# %% ../nbs/06_trace.ipynb #f83bdecd
+# %% ../nbs/06_trace.ipynb #10148b15
 def workspace(work: dict | None, shape: tuple, dtype, device, name: str = "diff") -> torch.Tensor:
     """An uninitialised tensor of `shape`: a view of buffer `name` kept in `work` (a dict the caller holds across
     passes, grown when too small), or a new tensor if `work` is None. A new large tensor costs its page faults on first
@@ -180,6 +181,7 @@ def workspace(work: dict | None, shape: tuple, dtype, device, name: str = "diff"
         work[key] = torch.empty(n, dtype=dtype, device=device)
     return work[key][:n].view(shape)
 
+# %% ../nbs/06_trace.ipynb #79338dbf
 def patch_windows(clean: torch.Tensor, corrupted: torch.Tensor, answer_pos: torch.Tensor) -> list[tuple[int, int, int]]:
     """`(row, start, stop)` for each row of a batch: its positions from the first where the clean and corrupted
     prompts differ to its answer position. Only there can a sender's difference be nonzero (before it both runs read
@@ -202,22 +204,41 @@ def batch_spans(b, d: int) -> list[tuple[int, int]]:
     "`window_spans` of batch `b`'s `patch_windows`, for its `[rows, positions, d]` tensors flattened."
     return window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], d)
 
-def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict | None = None,
-                  spans: list | None = None) -> torch.Tensor:
-    """Inputs `[n_inputs, b, s, d]` of a plan's active receivers: base plus (or minus) their senders' differences
-    (written into `work`'s buffer for them if given: valid until the next call with the same `work`). With
-    `spans` (column ranges of the flattened input: `batch_spans`), the differences are added there only: elsewhere
-    they are zero or cannot reach the metric, and the inputs are the base."""
-    M = plan.matrix.to(device=base.device, dtype=base.dtype)
-    n, alpha = M.shape[0], 1 if plan.mode == "kept" else -1
-    out = workspace(work, (n, base.numel()), base.dtype, base.device, "inputs") if work is not None else None
-    B, D = base.reshape(1, -1).expand(n, -1), diff[:M.shape[1]]
-    if spans is None: X = torch.addmm(B, M, D, alpha=alpha, out=out)
-    else:
-        X = B.clone() if out is None else out.copy_(B)
-        for c0, c1 in spans: X[:, c0:c1].addmm_(M, D[:, c0:c1], alpha=alpha)
-    return X.view(n, *base.shape)
+def batch_tokens(b) -> torch.Tensor:
+    "Positions of batch `b`'s `patch_windows` in its `[rows, positions]` grid flattened (`row * positions + position`), ascending."
+    s = b.clean.shape[1]
+    parts = [torch.arange(r * s + f, r * s + e) for r, f, e in patch_windows(b.clean, b.corrupted, b.answer_pos)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
+def select_tokens(reads: Reads, tokens: torch.Tensor | None, d_model: int) -> Reads:
+    """`reads` with the sender activations `[n, len(tokens), d_model]` and head outputs `[n_layers, len(tokens), ...]`
+    at `tokens` only (all positions, as views, if None); the residuals are kept whole."""
+    def cut(x: torch.Tensor | None, width: int):
+        if x is None: return None
+        x = x.reshape(x.shape[0], -1, width)
+        return x if tokens is None else x[:, tokens.to(x.device)]
+    return reads._replace(acts=cut(reads.acts, d_model), zs=cut(reads.zs, reads.zs.shape[-1] if reads.zs is not None else 0))
+
+# %% ../nbs/06_trace.ipynb #3fbb2f35
+def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: torch.Tensor | None = None,
+                  work: dict | None = None) -> torch.Tensor:
+    """Inputs `[n_inputs, len(tokens), d_model]` of a plan's active receivers at `tokens` (all positions if None):
+    `base` (`[b, s, d_model]`, there) plus (or minus) their senders' differences `diff` (`[senders, len(tokens) x
+    d_model]`). Written into `work`'s buffer for them if given (valid until the next call with that `work`); a dense
+    plan's inputs are stored token-major, so the result is then a transposed view."""
+    d = base.shape[-1]
+    B = base.reshape(-1, d)
+    if tokens is not None: B = B[tokens.to(B.device)]
+    t, (n, U), alpha = B.shape[0], plan.matrix.shape, 1 if plan.mode == "kept" else -1
+    M = plan.matrix.to(device=base.device, dtype=base.dtype)
+    if M.layout == torch.sparse_csr:   # a row of diff added once per nonzero: one product over every position
+        X = workspace(work, (n, t * d), base.dtype, base.device, "inputs") if work is not None else None
+        return torch.addmm(B.reshape(1, -1).expand(n, -1), M, diff[:U], alpha=alpha, out=X).view(n, t, d)
+    X = workspace(work, (t, n, d), base.dtype, base.device, "inputs")            # one small product per position
+    X.copy_(B[:, None].expand(t, n, d))
+    return X.baddbmm_(M.expand(t, n, U), diff[:U].view(U, t, d).transpose(0, 1), alpha=alpha).transpose(0, 1)
+
+# %% ../nbs/06_trace.ipynb #32f575c7
 # share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
 # projected here (from its own input or the shared one) instead of the model's projection running on the shared input
 # and the active slots being overwritten: one projection's work instead of one plus the active slots' (benchmarks/evaluation.txt)
@@ -239,39 +260,52 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
     return w.to(dtype), None if b is None else b.to(dtype)
 
 def _project(N: torch.Tensor, w: torch.Tensor, b, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Slots' projections `[b, s, slots, d_head]` of inputs `N`: `[slots, b, s, d]` (one per slot), `[b, s, d]`
-    (shared), or `[inputs, b, s, d]` with `groups` (`[slots]`: each slot's input), one product per input."""
-    if groups is None: P = torch.einsum("rbsd,rde->bsre" if N.dim() == 4 else "bsd,rde->bsre", N, w)
+    """Slots' projections `[t, slots, d_head]` of inputs `N`: `[slots, t, d]` (one per slot), `[t, d]` (shared), or
+    `[inputs, t, d]` with `groups` (`[slots]`: each slot's input), one product per input."""
+    if groups is None:
+        P = torch.bmm(N, w).transpose(0, 1) if N.dim() == 3 else torch.einsum("td,rde->tre", N, w)
     else:
-        P = torch.empty(*N.shape[1:3], len(groups), w.shape[-1], dtype=N.dtype, device=N.device)
+        P = torch.empty(N.shape[1], len(groups), w.shape[-1], dtype=N.dtype, device=N.device)
         for u in range(len(N)):
             idx = (groups == u).nonzero().flatten().to(N.device)
-            P[:, :, idx] = torch.einsum("bsd,rde->bsre", N[u], w[idx])
+            P[:, idx] = torch.einsum("td,rde->tre", N[u], w[idx])
     return P if b is None else P + b
 
-def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, skip_share: float | None = None):
-    """The q/k/v projections of block `blk` with the active receivers' slices computed from their own inputs `X` (a
-    row per row of the plan's matrix; receivers with the same senders share one): written over the model's outputs,
-    or, from `skip_share` of the slots on, all computed here and the model's skipped."""
+def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
+    "A norm over the last dim of inputs `[n, t, d]`, stored either way round (token-major: a transposed view), kept so."
+    if X.is_contiguous(): return norm_forward(X, params, kind, dtype)
+    return norm_forward(X.transpose(0, 1), params, kind, dtype).transpose(0, 1)
+
+def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, tokens: torch.Tensor, other: torch.Tensor,
+                     skip_share: float | None = None):
+    """The q/k/v projections of block `blk` with the active receivers' slices at `tokens` computed from their own
+    inputs `X` (`[inputs, len(tokens), d]`, an input per row of the plan's matrix): written over the model's outputs,
+    or, from `skip_share` of the slots on, all computed here (the other slots and the `other` positions from the
+    shared input) and the model's skipped."""
     H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
-    active = plan.active
-    N = norm_forward(X, lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-    P = _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups)          # [b, s, active, d_head]
+    S, active = H + 2 * G, plan.active
+    N = _norm_inputs(X, lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
+    P = _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups)          # [t, active, d_head]
     mods = lay.qkv_modules(blk)
-    if len(active) >= (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * (H + 2 * G):
+    if len(active) >= (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * S:
         shared = mods[0].input                                                     # the norm's output: every projection's input
-        rest = torch.ones(H + 2 * G, dtype=torch.bool); rest[active] = False
+        sf = shared.reshape(-1, shared.shape[-1])
+        rest = torch.ones(S, dtype=torch.bool); rest[active] = False
         rest = rest.nonzero().flatten()
-        out = torch.empty(*shared.shape[:-1], H + 2 * G, dh, dtype=dtype, device=shared.device)
-        out[:, :, active.to(out.device)] = P
-        if len(rest): out[:, :, rest.to(out.device)] = _project(shared.to(dtype), *_slot_weights(lay, blk, rest, dtype))
+        at = torch.empty(len(tokens), S, dh, dtype=dtype, device=P.device)         # every slot at the tokens
+        at.index_copy_(1, active.to(P.device), P)
+        if len(rest): at.index_copy_(1, rest.to(P.device), _project(sf[tokens].to(dtype), *_slot_weights(lay, blk, rest, dtype)))
+        out = torch.empty(sf.shape[0], S, dh, dtype=dtype, device=P.device)
+        out.index_copy_(0, tokens, at)
+        if len(other): out.index_copy_(0, other, torch.cat(lay.split_qkv(lay.project_qkv(blk, sf[other])), dim=1).to(dtype))
+        out = out.view(*shared.shape[:-1], S, dh)
         for mod, o in zip(mods, lay.join_qkv(*out.to(shared.dtype).split([H, G, G], dim=2))): mod.skip(o)
         return
     act = active.tolist()
-    def overwrite(q, k, v):  # active receivers' slices of the per-head projections
+    def overwrite(q, k, v):  # active receivers' slices of the per-head projections, at the tokens
         for i, r in enumerate(act):
             t, j = (q, r) if r < H else ((k, r - H) if r < H + G else (v, r - H - G))
-            if t is not None: t[:, :, j] = P[:, :, i].to(t.dtype)
+            if t is not None: t.view(-1, *t.shape[-2:])[tokens, j] = P[:, i].to(t.dtype)
         return q, k, v
     if len(mods) == 1:  # fused or interleaved q/k/v: one module
         q, k, v = (t.clone() for t in lay.split_qkv([mods[0].output]))
@@ -283,27 +317,40 @@ def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, skip_
             overwrite(*[t if i == j else None for i in range(3)])
             mod.output = t.flatten(-2)
 
-def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype, spans=None):
-    "Replace a norm's input (MLP or final norm: one receiver) by the receiver's patched input."
+def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype, tokens: torch.Tensor):
+    "Replace a norm's input (MLP or final norm: one receiver) by the receiver's patched input (the base off `tokens`)."
     resid = norm.input
     base = base_corr if plan.mode == "kept" else resid.to(dtype)
-    X = active_inputs(plan, base, diff, spans=spans)[0] if len(plan.active) else base
+    if len(plan.active):
+        X = base.clone()
+        X.view(-1, X.shape[-1]).index_copy_(0, tokens, active_inputs(plan, base, diff, tokens)[0])
+    else: X = base
     norm.input = X.to(resid.dtype)
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
-                    skip_share: float | None = None, work: dict | None = None, spans: list | None = None):
-    """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's `acts` and
-    `resids` (`corr`); returns the model's logits (with `answers`, the batch, its answer positions': `unembed_answers`).
+                    skip_share: float | None = None, work: dict | None = None, tokens: torch.Tensor | None = None):
+    """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's reads `corr`
+    (`acts`, `resids` and, if compact, `zs`); returns the model's logits (with `answers`, the batch, its answer
+    positions': `unembed_answers`). `tokens`: the batch's `batch_tokens`, where the differences are kept and the
+    inputs built (default: every position); `corr` then holds its activations there only (`select_tokens`).
     `skip_share`: share of a block's q/k/v slots with their own input from which its projection is computed here
     (default `SKIP_PROJECTION_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
-    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it. `spans`: the
-    batch's `batch_spans`, to build the receivers' inputs only where differences can matter (default: everywhere)."""
-    blocks = lay.layers(model)
-    need, cacts, cres = plans.needed, corr.acts, corr.resids
-    compact = corr.zs is not None
+    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it."""
+    blocks, d = lay.layers(model), lay.d_model
+    need, cres = plans.needed, corr.resids
+    n_pos, dev = cres.shape[1] * cres.shape[2], cres.device
+    if tokens is None: tokens, corr = torch.arange(n_pos, device=dev), select_tokens(corr, None, d)
+    elif corr.acts.dim() != 3 or corr.acts.shape[1] != len(tokens):
+        raise ValueError(f"patched_forward: with tokens= ({len(tokens)} positions), corr must hold its activations at "
+                         "those positions: pass select_tokens(reads, tokens, d_model).")
+    tokens = tokens.to(dev)
+    off = torch.ones(n_pos, dtype=torch.bool, device=dev); off[tokens] = False
+    other, t = off.nonzero().flatten(), len(tokens)
+    cacts, compact = corr.acts, corr.zs is not None
     row = need.cumsum(0) - 1                          # a needed sender's row of diff
-    diff = workspace(work, (int(need.sum()), cacts.shape[1]), cacts.dtype, cacts.device)   # every row written
-    if need[0]: diff[0] = lay.embed(model).output.detach().to(dtype).reshape(-1) - cacts[0]
+    diff = workspace(work, (int(need.sum()), t * d), cacts.dtype, cacts.device)   # every row written
+    at = lambda x: x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)          # an activation at the tokens
+    if need[0]: diff[0] = (at(lay.embed(model).output) - cacts[0]).reshape(-1)
     for l in range(lay.n_layers):
         blk = blocks[l]
         p_attn, p_mlp = plans.layers[l]
@@ -312,19 +359,19 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             resid = norm.input
             base = cres[2 * l] if p_attn.mode == "kept" else resid.to(dtype)
             if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
-            if len(p_attn.active): _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, work, spans), dtype,
-                                                   skip_share)
+            if len(p_attn.active):
+                _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, tokens, work), dtype, tokens, other, skip_share)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
         if len(hs):
-            rows = slice(int(row[s0 + hs[0]]), int(row[s0 + hs[0]]) + len(hs))
+            z, rows = at(lay.o_proj(blk).input), slice(int(row[s0 + hs[0]]), int(row[s0 + hs[0]]) + len(hs))
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
-                head_writes(lay, blk, lay.o_proj(blk).input.detach().to(dtype) - corr.zs[l], dtype, hs, out=diff[rows])
-            else: diff[rows] = head_writes(lay, blk, dtype=dtype, heads=hs) - cacts[s0 + hs.to(cacts.device)]
-        if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype, spans)
+                head_writes(lay, blk, z - corr.zs[l], dtype, hs, out=diff[rows])
+            else: diff[rows] = head_writes(lay, blk, z, dtype, hs) - cacts[s0 + hs.to(cacts.device)].reshape(len(hs), t * d)
+        if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype, tokens)
         u = g.mlp_sender(l)
-        if need[u]: diff[int(row[u])] = lay.mlp(blk).output.detach().to(dtype).reshape(-1) - cacts[1 + l if compact else u]
-    if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype, spans)
+        if need[u]: diff[int(row[u])] = (at(lay.mlp(blk).output) - cacts[1 + l if compact else u]).reshape(-1)
+    if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype, tokens)
     return unembed_answers(model, lay, answers) if answers is not None else model.output.logits
 
 # %% ../nbs/06_trace.ipynb #3fc7a091
