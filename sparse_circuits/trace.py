@@ -217,7 +217,7 @@ def select_tokens(reads: Reads, tokens: torch.Tensor | None, d_model: int) -> Re
         if x is None: return None
         x = x.reshape(x.shape[0], -1, width)
         return x if tokens is None else x[:, tokens.to(x.device)]
-    return reads._replace(acts=cut(reads.acts, d_model), zs=cut(reads.zs, reads.zs.shape[-1] if reads.zs is not None else 0))
+    return reads._replace(acts=cut(reads.acts, d_model), zs=reads.zs if reads.zs is None else cut(reads.zs, reads.zs.shape[-1]))
 
 # %% ../nbs/06_trace.ipynb #3fbb2f35
 def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: torch.Tensor | None = None,
@@ -232,7 +232,7 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: to
     t, (n, U), alpha = B.shape[0], plan.matrix.shape, 1 if plan.mode == "kept" else -1
     M = plan.matrix.to(device=base.device, dtype=base.dtype)
     if M.layout == torch.sparse_csr:   # a row of diff added once per nonzero: one product over every position
-        X = workspace(work, (n, t * d), base.dtype, base.device, "inputs") if work is not None else None
+        X = workspace(work, (n, t * d), base.dtype, base.device, "inputs")
         return torch.addmm(B.reshape(1, -1).expand(n, -1), M, diff[:U], alpha=alpha, out=X).view(n, t, d)
     X = workspace(work, (t, n, d), base.dtype, base.device, "inputs")            # one small product per position
     X.copy_(B[:, None].expand(t, n, d))
