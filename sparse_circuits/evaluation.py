@@ -18,7 +18,7 @@ from .core import as_float, as_int, compute_dtype, memory_budget
 from .graph import Graph
 from .architectures import Layout
 from .tasks import Task
-from .trace import (Reads, batch_tokens, circuit_plans, logits_at_answers, pass_bytes, patch_rows,
+from .trace import (Reads, batch_tokens, circuit_plans, logits_at_answers, off_tokens, pass_bytes, patch_rows,
     patched_forward, read_forward, remote_errors, resolve_remote, run_device, select_tokens, unembed_answers)
 
 # %% auto #0
@@ -45,7 +45,8 @@ class Evaluator:
                     for b in self.batches]
         self._cache = {}
         self._work = None if self.remote else {}   # the patched passes' buffers, kept across passes (trace.workspace)
-        self._tokens = [batch_tokens(b).to(self.device) for b in self.batches]   # where differences matter
+        self._tokens = [batch_tokens(b).to(self.device) for b in self.batches]   # where a patched pass computes
+        self._off = [off_tokens(t, b.clean.numel()) for t, b in zip(self._tokens, self.batches)]
         self.n_forward = 0
         self.clean, self.corrupted = self._baselines()
         self.gap = gap_test(self.clean, self.corrupted, min_gap_z)
@@ -79,12 +80,13 @@ class Evaluator:
                     with m.trace(b.clean, **kw):
                         mc = self.metric_fn(self._logits(b), mb).to(dt).save()
                     with m.trace(b.corrupted, **kw):
-                        rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
+                        rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True,
+                                          qkv_at=self._off[i] if self.cache_corrupted else None)
                         mk = self.metric_fn(self._logits(b), mb).to(dt).save()
-                        if self.cache_corrupted: acts, res, zs = rd.acts.save(), rd.resids.save(), rd.zs.save()
+                        if self.cache_corrupted: acts, res, zs, qkv = rd.acts.save(), rd.resids.save(), rd.zs.save(), rd.qkv.save()
                 self.n_forward += 2
                 if self.cache_corrupted:   # kept at the positions a patched pass reads them only
-                    self._cache[i] = select_tokens(Reads(acts, res, None, None, zs), self._tokens[i], lay.d_model)
+                    self._cache[i] = select_tokens(Reads(acts, res, None, None, zs, qkv), self._tokens[i], lay.d_model)
                 clean.append(mc.cpu()); corrupt.append(mk.cpu())
         clean, corrupt = torch.cat(clean), torch.cat(corrupt)
         if not (torch.isfinite(clean).all() and torch.isfinite(corrupt).all()):
@@ -107,9 +109,9 @@ class Evaluator:
                     if self.cache_corrupted:
                         corr = self._cache[i]
                     else:
-                        with m.trace(b.corrupted, **kw):
-                            rd = read_forward(m, lay, lay.embed(m).output, acts=True, resids=True, dtype=dt, compact=True)
-                            corr = select_tokens(rd, self._tokens[i], lay.d_model)
+                        rk = dict(acts=True, resids=True, dtype=dt, compact=True, qkv_at=self._off[i])   # (one line each:
+                        with m.trace(b.corrupted, **kw):                     # nnsight finds a session's traces by line)
+                            corr = select_tokens(read_forward(m, lay, lay.embed(m).output, **rk), self._tokens[i], lay.d_model)
                     results = []
                     for plans in all_plans:
                         with m.trace(b.clean, **kw):

@@ -23,7 +23,7 @@ from .graph import Graph
 # %% auto #0
 __all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
            'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'batch_tokens',
+           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'batch_tokens', 'off_tokens',
            'select_tokens', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size',
            'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors',
            'run_device', 'release_passes']
@@ -61,12 +61,16 @@ class Reads(NamedTuple):
     final: FinalAnchors | None
     zs: torch.Tensor | None = None        # compact only: [n_layers, batch, pos, n_heads*d_head] the heads' outputs
                                           # before the output projection, from which their writes are recomputed
+    qkv: torch.Tensor | None = None       # [n_layers, positions, n_heads + 2 n_kv_heads, d_head] the q/k/v projections'
+                                          # outputs at the positions asked for (`qkv_at`), q heads, k heads, v heads
 
 def read_forward(model, lay: Layout, embed_out, *, acts: bool = False, resids: bool = False, anchors: bool = False,
-                 dtype=torch.float32, act_rows: int | None = None, compact: bool = False) -> Reads:
+                 dtype=torch.float32, act_rows: int | None = None, compact: bool = False,
+                 qkv_at: torch.Tensor | None = None) -> Reads:
     """Inside a trace: sender activations (of the first `act_rows` batch rows, default all), residuals and/or gradient
     anchors. `compact` keeps each layer's head outputs before the output projection (one row of `n_heads*d_head`)
-    instead of its `n_heads` writes of `d_model`: what evaluation caches, a fraction of the memory."""
+    instead of its `n_heads` writes of `d_model`: what evaluation caches, a fraction of the memory. `qkv_at`: flat
+    positions (`row * positions + position`) at which to keep the q/k/v projections' outputs (`Reads.qkv`)."""
     blocks = lay.layers(model)
     rows = slice(None) if act_rows is None else slice(0, act_rows)
     a = zs = None
@@ -77,16 +81,22 @@ def read_forward(model, lay: Layout, embed_out, *, acts: bool = False, resids: b
         if compact: zs = torch.empty(lay.n_layers, *e0.shape[:-1], lay.n_heads * lay.d_head, dtype=dtype, device=e0.device)
     i, H = 1, lay.n_heads
     r, anch = ([] if resids else None), ([] if anchors else None)
+    qkv = None
+    if qkv_at is not None:
+        qkv = torch.empty(lay.n_layers, len(qkv_at), H + 2 * lay.n_kv_heads, lay.d_head, dtype=dtype, device=embed_out.device)
+        qkv_at = qkv_at.to(embed_out.device)
     for l in range(lay.n_layers):
         blk = blocks[l]
         if anchors or resids: resid_pre = lay.attn_norm(blk).input.detach()
         if resids: r.append(resid_pre.to(dtype))
-        if anchors: qkv = [m.output for m in lay.qkv_modules(blk)]
+        if anchors or qkv is not None: outs = [m.output for m in lay.qkv_modules(blk)]
+        if qkv is not None:
+            torch.cat(lay.split_qkv([o.detach().reshape(-1, o.shape[-1])[qkv_at].to(dtype) for o in outs]), dim=1, out=qkv[l])
         if acts and compact: zs[l] = lay.o_proj(blk).input[rows].detach().to(dtype)
         elif acts: head_writes(lay, blk, lay.o_proj(blk).input[rows], dtype=dtype, out=a[i:i + H])
         if anchors or resids: resid_mid = lay.mlp_norm(blk).input.detach()
         if resids: r.append(resid_mid.to(dtype))
-        if anchors: anch.append(LayerAnchors(resid_pre, qkv, resid_mid, lay.mlp_norm(blk).output))
+        if anchors: anch.append(LayerAnchors(resid_pre, outs, resid_mid, lay.mlp_norm(blk).output))
         i += 0 if compact else H
         if acts: a[i] = lay.mlp(blk).output[rows].detach().to(dtype).reshape(-1)
         i += 1
@@ -94,7 +104,7 @@ def read_forward(model, lay: Layout, embed_out, *, acts: bool = False, resids: b
     final_resid = fin.input.detach() if (anchors or resids) else None
     if resids: r.append(final_resid.to(dtype))
     return Reads(a, torch.stack(r) if resids else None, anch,
-                 FinalAnchors(final_resid, fin.output) if anchors else None, zs)
+                 FinalAnchors(final_resid, fin.output) if anchors else None, zs, qkv)
 
 # %% ../nbs/06_trace.ipynb #00965e30
 class LayerGrads(NamedTuple):
@@ -205,19 +215,30 @@ def batch_spans(b, d: int) -> list[tuple[int, int]]:
     return window_spans(patch_windows(b.clean, b.corrupted, b.answer_pos), b.clean.shape[1], d)
 
 def batch_tokens(b) -> torch.Tensor:
-    "Positions of batch `b`'s `patch_windows` in its `[rows, positions]` grid flattened (`row * positions + position`), ascending."
-    s = b.clean.shape[1]
-    parts = [torch.arange(r * s + f, r * s + e) for r, f, e in patch_windows(b.clean, b.corrupted, b.answer_pos)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    """Where a patched pass of batch `b` computes, in its `[rows, positions]` grid flattened (`row * positions +
+    position`), ascending: the positions of its `patch_windows`, and a row without a window at its answer position
+    (the metric reads it there; its differences are zero)."""
+    s, wins = b.clean.shape[1], {r: (f, e) for r, f, e in patch_windows(b.clean, b.corrupted, b.answer_pos)}
+    a = b.answer_pos.cpu().tolist()
+    return torch.cat([torch.arange(r * s + f, r * s + e) for r, (f, e) in
+                      ((r, wins.get(r, (a[r], a[r] + 1))) for r in range(len(a)))])
+
+def off_tokens(tokens: torch.Tensor, n_pos: int) -> torch.Tensor:
+    "The positions `0 .. n_pos - 1` not in `tokens`, ascending."
+    off = torch.ones(n_pos, dtype=torch.bool, device=tokens.device)
+    off[tokens] = False
+    return off.nonzero().flatten()
 
 def select_tokens(reads: Reads, tokens: torch.Tensor | None, d_model: int) -> Reads:
-    """`reads` with the sender activations `[n, len(tokens), d_model]` and head outputs `[n_layers, len(tokens), ...]`
-    at `tokens` only (all positions, as views, if None); the residuals are kept whole."""
+    """`reads` with the sender activations `[n, len(tokens), d_model]`, head outputs `[n_layers, len(tokens), ...]`
+    and residuals `[2 n_layers + 1, len(tokens), d_model]` at `tokens` only (all positions, as views, if None); the
+    q/k/v outputs (`qkv`, read at the positions off the tokens) are kept as they are."""
     def cut(x: torch.Tensor | None, width: int):
         if x is None: return None
         x = x.reshape(x.shape[0], -1, width)
         return x if tokens is None else x[:, tokens.to(x.device)]
-    return reads._replace(acts=cut(reads.acts, d_model), zs=reads.zs if reads.zs is None else cut(reads.zs, reads.zs.shape[-1]))
+    return reads._replace(acts=cut(reads.acts, d_model), resids=cut(reads.resids, d_model),
+                          zs=reads.zs if reads.zs is None else cut(reads.zs, reads.zs.shape[-1]))
 
 # %% ../nbs/06_trace.ipynb #3fbb2f35
 def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: torch.Tensor | None = None,
@@ -239,9 +260,9 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: to
     return X.baddbmm_(M.expand(t, n, U), diff[:U].view(U, t, d).transpose(0, 1), alpha=alpha).transpose(0, 1)
 
 # %% ../nbs/06_trace.ipynb #32f575c7
-# share of a block's q/k/v slots with their own input from which the model's projection is skipped and every slot is
-# projected here (from its own input or the shared one) instead of the model's projection running on the shared input
-# and the active slots being overwritten: one projection's work instead of one plus the active slots' (benchmarks/evaluation.txt)
+# share of a block's q/k/v slots with their own input from which the other slots are projected one by one (weights
+# gathered per slot) instead of every slot in one projection of the shared input whose active slots are then
+# overwritten: the fewer slots' work against the one fused product's (benchmarks/evaluation.txt)
 SKIP_PROJECTION_SHARE = 0.25
 
 def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
@@ -261,14 +282,18 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
 
 def _project(N: torch.Tensor, w: torch.Tensor, b, groups: torch.Tensor | None = None) -> torch.Tensor:
     """Slots' projections `[t, slots, d_head]` of inputs `N`: `[slots, t, d]` (one per slot), `[t, d]` (shared), or
-    `[inputs, t, d]` with `groups` (`[slots]`: each slot's input), one product per input."""
+    `[inputs, t, d]` with `groups` (`[slots]`: each slot's input), one product per input (its slots side by side)."""
     if groups is None:
         P = torch.bmm(N, w).transpose(0, 1) if N.dim() == 3 else torch.einsum("td,rde->tre", N, w)
     else:
-        P = torch.empty(N.shape[1], len(groups), w.shape[-1], dtype=N.dtype, device=N.device)
-        for u in range(len(N)):
-            idx = (groups == u).nonzero().flatten().to(N.device)
-            P[:, idx] = torch.einsum("td,rde->tre", N[u], w[idx])
+        (t, d), e = N.shape[1:], w.shape[-1]
+        order = torch.argsort(groups, stable=True).to(N.device)          # the slots input by input
+        ws, Ps = w[order], torch.empty(t, len(groups), e, dtype=N.dtype, device=N.device)
+        lo = 0
+        for u, r in enumerate(torch.bincount(groups, minlength=len(N)).tolist()):
+            Ps[:, lo:lo + r] = (N[u] @ ws[lo:lo + r].permute(1, 0, 2).reshape(d, r * e)).view(t, r, e)
+            lo += r
+        P = torch.empty_like(Ps).index_copy_(1, order, Ps)
     return P if b is None else P + b
 
 def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
@@ -276,103 +301,122 @@ def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
     if X.is_contiguous(): return norm_forward(X, params, kind, dtype)
     return norm_forward(X.transpose(0, 1), params, kind, dtype).transpose(0, 1)
 
-def _patch_attention(lay: Layout, blk, plan: Plan, X: torch.Tensor, dtype, tokens: torch.Tensor, other: torch.Tensor,
-                     skip_share: float | None = None):
-    """The q/k/v projections of block `blk` with the active receivers' slices at `tokens` computed from their own
-    inputs `X` (`[inputs, len(tokens), d]`, an input per row of the plan's matrix): written over the model's outputs,
-    or, from `skip_share` of the slots on, all computed here (the other slots and the `other` positions from the
-    shared input) and the model's skipped."""
+def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor, diff: torch.Tensor, dtype,
+                     tokens: torch.Tensor, off: torch.Tensor, off_qkv: torch.Tensor | None, mdt,
+                     skip_share: float | None = None, work: dict | None = None):
+    """Skip block `blk`'s q/k/v projections and give them their outputs (in the model's dtype `mdt`): at `tokens`,
+    every slot's projection of the model's normed input there or, for the plan's active receivers, of their own
+    (`active_inputs` over `base`, `[len(tokens), d]`); at `off`, the corrupted run's `off_qkv` (`[len(off), slots, d_head]`)."""
     H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
-    S, active = H + 2 * G, plan.active
-    N = _norm_inputs(X, lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-    P = _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups)          # [t, active, d_head]
-    mods = lay.qkv_modules(blk)
-    if len(active) >= (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * S:
-        shared = mods[0].input                                                     # the norm's output: every projection's input
-        sf = shared.reshape(-1, shared.shape[-1])
+    S, mods = H + 2 * G, lay.qkv_modules(blk)
+    active = plan.active if plan is not None else torch.zeros(0, dtype=torch.long)
+    x = mods[0].input                                                            # the norm's output: the shared input
+    shared = x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)
+    if len(active) < (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * S:
+        at = torch.cat(lay.split_qkv(lay.project_qkv(blk, shared)), dim=1)      # [t, slots, d_head], active ones overwritten
+    else:
+        at = torch.empty(len(tokens), S, dh, dtype=dtype, device=shared.device)
         rest = torch.ones(S, dtype=torch.bool); rest[active] = False
         rest = rest.nonzero().flatten()
-        at = torch.empty(len(tokens), S, dh, dtype=dtype, device=P.device)         # every slot at the tokens
-        at.index_copy_(1, active.to(P.device), P)
-        if len(rest): at.index_copy_(1, rest.to(P.device), _project(sf[tokens].to(dtype), *_slot_weights(lay, blk, rest, dtype)))
-        out = torch.empty(sf.shape[0], S, dh, dtype=dtype, device=P.device)
-        out.index_copy_(0, tokens, at)
-        if len(other): out.index_copy_(0, other, torch.cat(lay.split_qkv(lay.project_qkv(blk, sf[other])), dim=1).to(dtype))
-        out = out.view(*shared.shape[:-1], S, dh)
-        for mod, o in zip(mods, lay.join_qkv(*out.to(shared.dtype).split([H, G, G], dim=2))): mod.skip(o)
-        return
-    act = active.tolist()
-    def overwrite(q, k, v):  # active receivers' slices of the per-head projections, at the tokens
-        for i, r in enumerate(act):
-            t, j = (q, r) if r < H else ((k, r - H) if r < H + G else (v, r - H - G))
-            if t is not None: t.view(-1, *t.shape[-2:])[tokens, j] = P[:, i].to(t.dtype)
-        return q, k, v
-    if len(mods) == 1:  # fused or interleaved q/k/v: one module
-        q, k, v = (t.clone() for t in lay.split_qkv([mods[0].output]))
-        mods[0].output = lay.join_qkv(*overwrite(q, k, v))[0]
-    else:               # separate projections, overwritten one after the other, in execution order
-        for j, mod in enumerate(mods):
-            out = mod.output
-            t = out.reshape(*out.shape[:-1], H if j == 0 else G, lay.d_head).clone()
-            overwrite(*[t if i == j else None for i in range(3)])
-            mod.output = t.flatten(-2)
+        if len(rest): at.index_copy_(1, rest.to(at.device), _project(shared, *_slot_weights(lay, blk, rest, dtype)))
+    if len(active):
+        N = _norm_inputs(active_inputs(plan, base, diff, None, work), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
+        at.index_copy_(1, active.to(at.device), _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups))
+    out = torch.empty(len(tokens) + len(off), S, dh, dtype=dtype, device=at.device)
+    out.index_copy_(0, tokens, at)
+    if len(off): out.index_copy_(0, off, off_qkv.to(dtype))
+    out = out.view(*x.shape[:-1], S, dh).to(mdt)
+    for mod, o in zip(mods, lay.join_qkv(*out.split([H, G, G], dim=2))): mod.skip(o)
 
-def _patch_norm_input(norm, plan: Plan, base_corr: torch.Tensor, diff, dtype, tokens: torch.Tensor):
-    "Replace a norm's input (MLP or final norm: one receiver) by the receiver's patched input (the base off `tokens`)."
-    resid = norm.input
-    base = base_corr if plan.mode == "kept" else resid.to(dtype)
-    if len(plan.active):
-        X = base.clone()
-        X.view(-1, X.shape[-1]).index_copy_(0, tokens, active_inputs(plan, base, diff, tokens)[0])
-    else: X = base
-    norm.input = X.to(resid.dtype)
+def _with_tokens(x: torch.Tensor, tokens: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    "A copy of `x` (`[..., d]`) with its flat positions `tokens` set to `values` (`[len(tokens), d]`)."
+    X = x.clone()
+    X.view(-1, X.shape[-1]).index_copy_(0, tokens, values.to(X.dtype))
+    return X
+
+def _receiver_input(plan: Plan | None, base_corr: torch.Tensor, own: torch.Tensor, diff: torch.Tensor, work=None) -> torch.Tensor:
+    "One receiver's input `[len(tokens), d]` (MLP or logits): its base (the corrupted or its own residual there) plus or minus its differences."
+    if plan is None: return own
+    base = base_corr if plan.mode == "kept" else own
+    return active_inputs(plan, base, diff, None, work)[0] if len(plan.active) else base
+
+def _run_at(mod, x: torch.Tensor, tokens: torch.Tensor):
+    """Skip module `mod` (whose input is `x`) and run it at the flat positions `tokens` only: its output there
+    (returned), zero at the other positions."""
+    y = mod(x.detach().reshape(-1, x.shape[-1])[tokens][None])[0]
+    out = torch.zeros(x.shape[:-1].numel(), y.shape[-1], dtype=y.dtype, device=y.device)
+    out.index_copy_(0, tokens, y)
+    mod.skip(out.view(*x.shape[:-1], y.shape[-1]))
+    return y
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
                     skip_share: float | None = None, work: dict | None = None, tokens: torch.Tensor | None = None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's reads `corr`
     (`acts`, `resids` and, if compact, `zs`); returns the model's logits (with `answers`, the batch, its answer
-    positions': `unembed_answers`). `tokens`: the batch's `batch_tokens`, where the differences are kept and the
-    inputs built (default: every position); `corr` then holds its activations there only (`select_tokens`).
-    `skip_share`: share of a block's q/k/v slots with their own input from which its projection is computed here
+    positions': `unembed_answers`). `tokens`: the batch's `batch_tokens`, the only positions where the pass computes
+    (default: every position); `corr` then holds its activations and residuals there (`select_tokens`), and the q/k/v
+    outputs at the other positions (`read_forward(..., qkv_at=off_tokens(tokens, n))`); logits elsewhere are NaN.
+    `skip_share`: share of a block's q/k/v slots with their own input from which the others are projected one by one
     (default `SKIP_PROJECTION_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
-    differences and of the attention receivers' inputs (`workspace`); one pass at a time may use it."""
+    differences and of the receivers' inputs (`workspace`); one pass at a time may use it."""
     blocks, d = lay.layers(model), lay.d_model
-    need, cres = plans.needed, corr.resids
-    n_pos, dev = cres.shape[1] * cres.shape[2], cres.device
+    emb = lay.embed(model).output
+    n_pos, dev, mdt = emb.shape[:-1].numel(), emb.device, emb.dtype
     if tokens is None: tokens, corr = torch.arange(n_pos, device=dev), select_tokens(corr, None, d)
-    elif corr.acts.dim() != 3 or corr.acts.shape[1] != len(tokens):
-        raise ValueError(f"patched_forward: with tokens= ({len(tokens)} positions), corr must hold its activations at "
-                         "those positions: pass select_tokens(reads, tokens, d_model).")
+    elif corr.acts.dim() != 3 or corr.acts.shape[1] != len(tokens) or corr.resids.shape[1] != len(tokens):
+        raise ValueError(f"patched_forward: with tokens= ({len(tokens)} positions), corr must hold its activations and "
+                         "residuals at those positions: pass select_tokens(reads, tokens, d_model).")
     tokens = tokens.to(dev)
-    off = torch.ones(n_pos, dtype=torch.bool, device=dev); off[tokens] = False
-    other, t = off.nonzero().flatten(), len(tokens)
-    cacts, compact = corr.acts, corr.zs is not None
+    off = off_tokens(tokens, n_pos)
+    if len(off) and (corr.qkv is None or corr.qkv.shape[:2] != (lay.n_layers, len(off))):
+        raise ValueError(f"patched_forward: the pass computes at tokens= only, so the q/k/v projections at the other "
+                         f"{len(off)} positions come from the corrupted run: read them with read_forward(..., "
+                         "qkv_at=off_tokens(tokens, batch * positions)).")
+    need, cres, cacts, compact = plans.needed, corr.resids, corr.acts, corr.zs is not None
     row = need.cumsum(0) - 1                          # a needed sender's row of diff
-    diff = workspace(work, (int(need.sum()), t * d), cacts.dtype, cacts.device)   # every row written
+    diff = workspace(work, (int(need.sum()), len(tokens) * d), cacts.dtype, cacts.device)   # every row written
     at = lambda x: x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)          # an activation at the tokens
-    if need[0]: diff[0] = (at(lay.embed(model).output) - cacts[0]).reshape(-1)
+    if need[0]: diff[0] = (at(emb) - cacts[0]).reshape(-1)
     for l in range(lay.n_layers):
         blk = blocks[l]
         p_attn, p_mlp = plans.layers[l]
-        if p_attn is not None:
+        if p_attn is not None or len(off):     # else the model's projections of its own residual serve every receiver
             norm = lay.attn_norm(blk)
             resid = norm.input
-            base = cres[2 * l] if p_attn.mode == "kept" else resid.to(dtype)
-            if p_attn.mode == "kept": norm.input = base.to(resid.dtype)
-            if len(p_attn.active):
-                _patch_attention(lay, blk, p_attn, active_inputs(p_attn, base, diff, tokens, work), dtype, tokens, other, skip_share)
+            base = at(resid)
+            if p_attn is not None and p_attn.mode == "kept":
+                base = cres[2 * l]
+                norm.input = _with_tokens(resid, tokens, base)
+            _patch_attention(lay, blk, p_attn, base, diff, dtype, tokens, off, corr.qkv[l] if len(off) else None, mdt,
+                             skip_share, work)
+        op = lay.o_proj(blk)
+        z = op.input
+        zt = at(z)
+        if len(off): _run_at(op, z, tokens)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
         if len(hs):
-            z, rows = at(lay.o_proj(blk).input), slice(int(row[s0 + hs[0]]), int(row[s0 + hs[0]]) + len(hs))
+            rows = slice(int(row[s0 + hs[0]]), int(row[s0 + hs[0]]) + len(hs))
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
-                head_writes(lay, blk, z - corr.zs[l], dtype, hs, out=diff[rows])
-            else: diff[rows] = head_writes(lay, blk, z, dtype, hs) - cacts[s0 + hs.to(cacts.device)].reshape(len(hs), t * d)
-        if p_mlp is not None: _patch_norm_input(lay.mlp_norm(blk), p_mlp, cres[2 * l + 1], diff, dtype, tokens)
+                head_writes(lay, blk, zt - corr.zs[l], dtype, hs, out=diff[rows])
+            else: diff[rows] = head_writes(lay, blk, zt, dtype, hs) - cacts[s0 + hs.to(cacts.device)].reshape(len(hs), -1)
+        if p_mlp is not None:
+            norm = lay.mlp_norm(blk)
+            resid = norm.input
+            norm.input = _with_tokens(resid, tokens, _receiver_input(p_mlp, cres[2 * l + 1], at(resid), diff, work))
+        mlp = lay.mlp(blk)
+        y = _run_at(mlp, mlp.input, tokens) if len(off) else None
         u = g.mlp_sender(l)
-        if need[u]: diff[int(row[u])] = (at(lay.mlp(blk).output) - cacts[1 + l if compact else u]).reshape(-1)
-    if plans.final is not None: _patch_norm_input(lay.final_norm(model), plans.final, cres[-1], diff, dtype, tokens)
-    return unembed_answers(model, lay, answers) if answers is not None else model.output.logits
+        if need[u]: diff[int(row[u])] = ((at(mlp.output) if y is None else y.to(dtype)) - cacts[1 + l if compact else u]).reshape(-1)
+    if plans.final is not None:
+        norm = lay.final_norm(model)
+        resid = norm.input
+        norm.input = _with_tokens(resid, tokens, _receiver_input(plans.final, cres[-1], at(resid), diff, work))
+    if answers is not None: return unembed_answers(model, lay, answers)
+    logits = model.output.logits
+    if len(off): logits.view(-1, logits.shape[-1]).index_fill_(0, off, float("nan"))   # not computed there
+    return logits
+
 
 # %% ../nbs/06_trace.ipynb #3fc7a091
 def logits_at_answers(b) -> tuple[dict, object]:
@@ -402,8 +446,10 @@ K_D, K_F, K_S, K_GATE = 16, 4, 3, 6
 def pass_bytes(lay: Layout, g: Graph, seq_len: int, dtype_bytes: int = 4, gated: bool | None = None) -> dict:
     """Estimated bytes one example of `seq_len` tokens adds to a pass: `attribution` (forward+backward holding the
     sender activations and their differences), `ig_step` (each further EAP-IG step run in the same pass), `cache`
-    (evaluation's corrupted reads, compact, kept for every example) and `patch` (one patched forward). `gated`:
-    whether the attention is the sparse gate (default: what the layout's config runs)."""
+    (evaluation's corrupted reads, compact, kept for every example: counted at every position, an upper bound, as the
+    activations and residuals are kept at a patched pass's tokens and the q/k/v, fewer bytes, at the others) and
+    `patch` (one patched forward). `gated`: whether the attention is the sparse gate (default: what the layout's
+    config runs)."""
     if gated is None: gated = getattr(lay.config, "_attn_implementation", None) == "sparse"
     d, s, e = lay.d_model, seq_len, dtype_bytes
     k_gate = K_GATE if gated else 0
