@@ -2,7 +2,10 @@
 
 GPT-2-small-shaped random model (12 layers, 12 heads, d_model 768), IOI batch of 16 prompts (~20 tokens), CPU.
 
-    python benchmarks/evaluation.py [--repeats 3] [--device cpu]
+    python benchmarks/evaluation.py [--repeats 3] [--pairs 7] [--device cpu]
+
+Each curve point is also timed --pairs times right after a plain forward; the median and range of those ratios show how far
+one run's ratio moves on the machine.
 
 A second table backs the rule that picks a plan matrix's layout (trace.SPARSE_PLAN_DENSITY): the receivers' inputs
 built by `trace.active_inputs` from a receivers x senders 0/1 matrix and the senders' differences
@@ -53,6 +56,7 @@ def plan_products(repeats, device):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--pairs", type=int, default=7, help="curve points each timed right after a plain forward, for the spread")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
     from sparse_circuits.attribution import attribute
@@ -76,7 +80,12 @@ def main():
         trace.SKIP_PROJECTION_SHARE = default_share
         plans = trace.circuit_plans(g, attr.top_k(k))
         share = [len(p.active) / (3 * g.n_heads) for p, _ in plans.layers if p is not None]
-        rows.append((k, t, t_over, sum(share) / max(len(share), 1)))
+        keep, pair = attr.top_k(k), []   # the point over a plain forward timed just before it: how far one run's ratio moves
+        for _ in range(a.pairs):
+            tf, _ = timed(lambda: torch.no_grad()(hf)(input_ids=b.clean, attention_mask=b.attention_mask), 1, a.device)
+            tp, _ = timed(lambda: ev.metrics([keep]), 1, a.device)
+            pair.append(tp / tf)
+        rows.append((k, t, t_over, sum(share) / max(len(share), 1), pair))
 
     def full_curve():
         e = Evaluator(model, task, batch_size=16)           # baselines included
@@ -87,16 +96,18 @@ def main():
     print(f"device {a.device}, torch threads {torch.get_num_threads()}, batch x positions {list(b.clean.shape)}, "
           f"{g.n_edges} edges, median of {a.repeats}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print("| measurement | seconds | plain-forward equivalents | same, against a forward with one row of logits per prompt | "
-          "all slots in one product (plain-forward equivalents) | target |")
-    print("|---|---|---|---|---|---|")
-    print(f"| plain forward (logits at every position) | {fwd:.3f} | 1.00 | {fwd / fwd_ans:.2f} | | |")
-    print(f"| plain forward, logits at one position per prompt | {fwd_ans:.3f} | {fwd_ans / fwd:.2f} | 1.00 | | |")
-    for k, t, t_over, share in rows:
+          f"all slots in one product (plain-forward equivalents) | each over a plain forward timed just before it, median "
+          f"[min-max] of {a.pairs} | target |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| plain forward (logits at every position) | {fwd:.3f} | 1.00 | {fwd / fwd_ans:.2f} | | | |")
+    print(f"| plain forward, logits at one position per prompt | {fwd_ans:.3f} | {fwd_ans / fwd:.2f} | 1.00 | | | |")
+    for k, t, t_over, share, pair in rows:
+        spread = f"{statistics.median(pair):.2f} [{min(pair):.2f}-{max(pair):.2f}]" if pair else ""
         print(f"| one curve point, top-{k} edges (q/k/v slots with their own input: {share:.0%}) | {t:.3f} | {t / fwd:.2f} | "
-              f"{t / fwd_ans:.2f} | {t_over / fwd:.2f} | <= 1.05 (issue 19) |")
+              f"{t / fwd_ans:.2f} | {t_over / fwd:.2f} | {spread} | <= 1.05 (issue 19) |")
     print(f"| {len(c.table)}-point curve + baselines + bisection to 0.9 ({r.evaluations} steps; "
           f"{n_fwd} forwards) | {t_curve:.3f} | {t_curve / fwd:.1f} | {t_curve / fwd_ans:.1f} "
-          f"({t_curve / (n_fwd * fwd_ans):.2f} per pass) | | <= 40 |")
+          f"({t_curve / (n_fwd * fwd_ans):.2f} per pass) | | | <= 40 |")
     print(f"edges to reach 0.9 on this random model: {r}")
     print()
     print("| plan product: receivers x senders (nonzeros) | dense (s) | CSR (s) | CSR / dense | the rule picks |")
