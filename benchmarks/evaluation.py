@@ -72,12 +72,12 @@ def main():
     ev = Evaluator(model, task, batch_size=16)
     g = ev.graph
     import sparse_circuits.trace as trace
-    rows, default_share = [], trace.SKIP_PROJECTION_SHARE
+    rows, default_share = [], trace.SLOTWISE_SHARE
     for k in (10, 100, 1000, 3000, 10000, 30000):
         t, _ = timed(lambda: ev.metrics([attr.top_k(k)]), a.repeats, a.device)
-        trace.SKIP_PROJECTION_SHARE = 2.0                    # every slot in one product, the active ones overwritten
+        trace.SLOTWISE_SHARE = 2.0                    # every slot in one product, the active ones overwritten
         t_over, _ = timed(lambda: ev.metrics([attr.top_k(k)]), a.repeats, a.device)
-        trace.SKIP_PROJECTION_SHARE = default_share
+        trace.SLOTWISE_SHARE = default_share
         plans = trace.circuit_plans(g, attr.top_k(k))
         share = [len(p.active) / (3 * g.n_heads) for p, _ in plans.layers if p is not None]
         keep, pair = attr.top_k(k), []   # the point over a plain forward timed just before it: how far one run's ratio moves

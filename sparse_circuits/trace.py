@@ -21,12 +21,12 @@ from .sparse_attention import is_sparse
 from .graph import Graph
 
 # %% auto #0
-__all__ = ['SPARSE_PLAN_DENSITY', 'SKIP_PROJECTION_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors',
-           'FinalAnchors', 'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans',
-           'circuit_plans', 'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'batch_tokens', 'off_tokens',
-           'select_tokens', 'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size',
-           'pass_bytes', 'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors',
-           'run_device', 'release_passes']
+__all__ = ['SPARSE_PLAN_DENSITY', 'SLOTWISE_SHARE', 'K_D', 'K_F', 'K_S', 'K_GATE', 'head_writes', 'LayerAnchors', 'FinalAnchors',
+           'Reads', 'read_forward', 'LayerGrads', 'read_grads', 'Plan', 'layer_plan', 'CircuitPlans', 'circuit_plans',
+           'workspace', 'patch_windows', 'window_spans', 'batch_spans', 'batch_tokens', 'off_tokens', 'select_tokens',
+           'active_inputs', 'patched_forward', 'logits_at_answers', 'unembed_answers', 'ffn_size', 'pass_bytes',
+           'rows_per_pass', 'ig_steps_per_pass', 'patch_rows', 'resolve_remote', 'remote_errors', 'run_device',
+           'release_passes']
 
 # %% ../nbs/06_trace.ipynb #db3844ae
 def head_writes(lay: Layout, block, z: torch.Tensor | None = None, dtype=torch.float32, heads: torch.Tensor | None = None,
@@ -241,15 +241,13 @@ def select_tokens(reads: Reads, tokens: torch.Tensor | None, d_model: int) -> Re
                           zs=reads.zs if reads.zs is None else cut(reads.zs, reads.zs.shape[-1]))
 
 # %% ../nbs/06_trace.ipynb #3fbb2f35
-def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: torch.Tensor | None = None,
-                  work: dict | None = None) -> torch.Tensor:
-    """Inputs `[n_inputs, len(tokens), d_model]` of a plan's active receivers at `tokens` (all positions if None):
-    `base` (`[b, s, d_model]`, there) plus (or minus) their senders' differences `diff` (`[senders, len(tokens) x
-    d_model]`). Written into `work`'s buffer for them if given (valid until the next call with that `work`); a dense
-    plan's inputs are stored token-major, so the result is then a transposed view."""
+def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict | None = None) -> torch.Tensor:
+    """Inputs `[n_inputs, positions, d_model]` of a plan's active receivers: `base` (`[..., d_model]`, at those
+    positions) plus (or minus) their senders' differences `diff` (`[senders, positions x d_model]`). Written into
+    `work`'s buffer for them if given (valid until the next call with that `work`); a dense plan's inputs are stored
+    token-major, so the result is then a transposed view."""
     d = base.shape[-1]
     B = base.reshape(-1, d)
-    if tokens is not None: B = B[tokens.to(B.device)]
     t, (n, U), alpha = B.shape[0], plan.matrix.shape, 1 if plan.mode == "kept" else -1
     M = plan.matrix.to(device=base.device, dtype=base.dtype)
     if M.layout == torch.sparse_csr:   # a row of diff added once per nonzero: one product over every position
@@ -263,7 +261,7 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, tokens: to
 # share of a block's q/k/v slots with their own input from which the other slots are projected one by one (weights
 # gathered per slot) instead of every slot in one projection of the shared input whose active slots are then
 # overwritten: the fewer slots' work against the one fused product's (benchmarks/evaluation.txt)
-SKIP_PROJECTION_SHARE = 0.25
+SLOTWISE_SHARE = 0.25
 
 def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
     "Weights `[len(idx), d_model, d_head]` and biases `[len(idx), d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads)."
@@ -301,18 +299,18 @@ def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
     if X.is_contiguous(): return norm_forward(X, params, kind, dtype)
     return norm_forward(X.transpose(0, 1), params, kind, dtype).transpose(0, 1)
 
-def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor, diff: torch.Tensor, dtype,
+def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor | None, diff: torch.Tensor, dtype,
                      tokens: torch.Tensor, off: torch.Tensor, off_qkv: torch.Tensor | None, mdt,
-                     skip_share: float | None = None, work: dict | None = None):
+                     slotwise_share: float | None = None, work: dict | None = None):
     """Skip block `blk`'s q/k/v projections and give them their outputs (in the model's dtype `mdt`): at `tokens`,
     every slot's projection of the model's normed input there or, for the plan's active receivers, of their own
-    (`active_inputs` over `base`, `[len(tokens), d]`); at `off`, the corrupted run's `off_qkv` (`[len(off), slots, d_head]`)."""
+    (`active_inputs` over `base`, `[len(tokens), d]`, None without a plan); at `off`, the corrupted run's `off_qkv` (`[len(off), slots, d_head]`)."""
     H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
     S, mods = H + 2 * G, lay.qkv_modules(blk)
     active = plan.active if plan is not None else torch.zeros(0, dtype=torch.long)
     x = mods[0].input                                                            # the norm's output: the shared input
     shared = x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)
-    if len(active) < (SKIP_PROJECTION_SHARE if skip_share is None else skip_share) * S:
+    if len(active) < (SLOTWISE_SHARE if slotwise_share is None else slotwise_share) * S:
         at = torch.cat(lay.split_qkv(lay.project_qkv(blk, shared)), dim=1)      # [t, slots, d_head], active ones overwritten
     else:
         at = torch.empty(len(tokens), S, dh, dtype=dtype, device=shared.device)
@@ -320,7 +318,7 @@ def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor, di
         rest = rest.nonzero().flatten()
         if len(rest): at.index_copy_(1, rest.to(at.device), _project(shared, *_slot_weights(lay, blk, rest, dtype)))
     if len(active):
-        N = _norm_inputs(active_inputs(plan, base, diff, None, work), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
+        N = _norm_inputs(active_inputs(plan, base, diff, work), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
         at.index_copy_(1, active.to(at.device), _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups))
     out = torch.empty(len(tokens) + len(off), S, dh, dtype=dtype, device=at.device)
     out.index_copy_(0, tokens, at)
@@ -338,7 +336,7 @@ def _receiver_input(plan: Plan | None, base_corr: torch.Tensor, own: torch.Tenso
     "One receiver's input `[len(tokens), d]` (MLP or logits): its base (the corrupted or its own residual there) plus or minus its differences."
     if plan is None: return own
     base = base_corr if plan.mode == "kept" else own
-    return active_inputs(plan, base, diff, None, work)[0] if len(plan.active) else base
+    return active_inputs(plan, base, diff, work)[0] if len(plan.active) else base
 
 def _run_at(mod, x: torch.Tensor, tokens: torch.Tensor):
     """Skip module `mod` (whose input is `x`) and run it at the flat positions `tokens` only: its output there
@@ -350,14 +348,14 @@ def _run_at(mod, x: torch.Tensor, tokens: torch.Tensor):
     return y
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
-                    skip_share: float | None = None, work: dict | None = None, tokens: torch.Tensor | None = None):
+                    slotwise_share: float | None = None, work: dict | None = None, tokens: torch.Tensor | None = None):
     """Inside a trace of the clean input: patch every receiver as `plans` say, given the corrupted run's reads `corr`
     (`acts`, `resids` and, if compact, `zs`); returns the model's logits (with `answers`, the batch, its answer
     positions': `unembed_answers`). `tokens`: the batch's `batch_tokens`, the only positions where the pass computes
     (default: every position); `corr` then holds its activations and residuals there (`select_tokens`), and the q/k/v
     outputs at the other positions (`read_forward(..., qkv_at=off_tokens(tokens, n))`); logits elsewhere are NaN.
-    `skip_share`: share of a block's q/k/v slots with their own input from which the others are projected one by one
-    (default `SKIP_PROJECTION_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
+    `slotwise_share`: share of a block's q/k/v slots with their own input from which the others are projected one by one
+    (default `SLOTWISE_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
     differences and of the receivers' inputs (`workspace`); one pass at a time may use it."""
     blocks, d = lay.layers(model), lay.d_model
     emb = lay.embed(model).output
@@ -381,14 +379,13 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
         blk = blocks[l]
         p_attn, p_mlp = plans.layers[l]
         if p_attn is not None or len(off):     # else the model's projections of its own residual serve every receiver
-            norm = lay.attn_norm(blk)
-            resid = norm.input
-            base = at(resid)
+            norm, base = lay.attn_norm(blk), None                          # base: what active receivers add to
             if p_attn is not None and p_attn.mode == "kept":
                 base = cres[2 * l]
-                norm.input = _with_tokens(resid, tokens, base)
+                norm.input = _with_tokens(norm.input, tokens, base)
+            elif p_attn is not None: base = at(norm.input)
             _patch_attention(lay, blk, p_attn, base, diff, dtype, tokens, off, corr.qkv[l] if len(off) else None, mdt,
-                             skip_share, work)
+                             slotwise_share, work)
         op = lay.o_proj(blk)
         z = op.input
         zt = at(z)
