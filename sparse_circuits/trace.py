@@ -258,41 +258,33 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict
     return X.baddbmm_(M.expand(t, n, U), diff[:U].view(U, t, d).transpose(0, 1), alpha=alpha).transpose(0, 1)
 
 # %% ../nbs/06_trace.ipynb #32f575c7
-# share of a block's q/k/v slots with their own input from which the other slots are projected one by one (weights
-# gathered per slot) instead of every slot in one projection of the shared input whose active slots are then
+# share of a block's q/k/v slots with their own input from which the other slots are projected one by one (with the
+# model's weights as stored) instead of every slot in one projection of the shared input whose active slots are then
 # overwritten: the fewer slots' work against the one fused product's (benchmarks/evaluation.txt)
 SLOTWISE_SHARE = 0.25
 
-def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> tuple:
-    "Weights `[len(idx), d_model, d_head]` and biases `[len(idx), d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads)."
+def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> list:
+    """Weights `[d_model, d_head]` and biases `[d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads):
+    views of the model's in its dtype (values only), no copy."""
     H, G = lay.n_heads, lay.n_kv_heads
     W = lay.qkv_weights(blk)
-    Wq = W.Wq
-    w = torch.empty(len(idx), *Wq.shape[1:], dtype=Wq.dtype, device=Wq.device)   # gathered straight into one tensor
-    b = None if W.bq is None else torch.empty(len(idx), Wq.shape[-1], dtype=W.bq.dtype, device=Wq.device)
-    i = 0
-    for lo, (wm, bm) in zip((0, H, H + G), ((W.Wq, W.bq), (W.Wk, W.bk), (W.Wv, W.bv))):
-        j = (idx[(idx >= lo) & (idx < lo + len(wm))] - lo).to(Wq.device)
-        torch.index_select(wm.detach(), 0, j, out=w[i:i + len(j)])        # values only (out= refuses autograd)
-        if b is not None: torch.index_select(bm.detach(), 0, j, out=b[i:i + len(j)])
-        i += len(j)
-    return w.to(dtype), None if b is None else b.to(dtype)
+    parts = ((W.Wq, W.bq), (W.Wk, W.bk), (W.Wv, W.bv))
+    out = []
+    for s in idx.tolist():
+        (w, b), j = (parts[0], s) if s < H else (parts[1], s - H) if s < H + G else (parts[2], s - H - G)
+        out.append((w[j].detach().to(dtype), None if b is None else b[j].detach().to(dtype)))
+    return out
 
-def _project(N: torch.Tensor, w: torch.Tensor, b, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Slots' projections `[t, slots, d_head]` of inputs `N`: `[slots, t, d]` (one per slot), `[t, d]` (shared), or
-    `[inputs, t, d]` with `groups` (`[slots]`: each slot's input), one product per input (its slots side by side)."""
-    if groups is None:
-        P = torch.bmm(N, w).transpose(0, 1) if N.dim() == 3 else torch.einsum("td,rde->tre", N, w)
-    else:
-        (t, d), e = N.shape[1:], w.shape[-1]
-        order = torch.argsort(groups, stable=True).to(N.device)          # the slots input by input
-        ws, Ps = w[order], torch.empty(t, len(groups), e, dtype=N.dtype, device=N.device)
-        lo = 0
-        for u, r in enumerate(torch.bincount(groups, minlength=len(N)).tolist()):
-            Ps[:, lo:lo + r] = (N[u] @ ws[lo:lo + r].permute(1, 0, 2).reshape(d, r * e)).view(t, r, e)
-            lo += r
-        P = torch.empty_like(Ps).index_copy_(1, order, Ps)
-    return P if b is None else P + b
+def _project(N: torch.Tensor, ws: list, out: torch.Tensor, slots: torch.Tensor, groups: torch.Tensor | None = None):
+    """Write slots' projections into `out[:, slots]` (`out`: `[t, all slots, d_head]`; `ws`: their `_slot_weights`) of
+    inputs `N`: `[t, d]` (shared), `[slots, t, d]` (one per slot) or `[inputs, t, d]` with `groups` (`[slots]`: each
+    slot's input). One small product per slot, with the model's weights as they are stored (strided views): gathering
+    them first costs more than it saves (benchmarks/evaluation.txt)."""
+    src = None if N.dim() == 2 else range(len(ws)) if groups is None else groups.tolist()
+    for i, (s, (w, b)) in enumerate(zip(slots.tolist(), ws)):
+        x = N if src is None else N[src[i]]
+        if b is None: torch.mm(x, w, out=out[:, s])
+        else: torch.addmm(b, x, w, out=out[:, s])
 
 def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
     "A norm over the last dim of inputs `[n, t, d]`, stored either way round (token-major: a transposed view), kept so."
@@ -316,10 +308,10 @@ def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor | N
         at = torch.empty(len(tokens), S, dh, dtype=dtype, device=shared.device)
         rest = torch.ones(S, dtype=torch.bool); rest[active] = False
         rest = rest.nonzero().flatten()
-        if len(rest): at.index_copy_(1, rest.to(at.device), _project(shared, *_slot_weights(lay, blk, rest, dtype)))
+        if len(rest): _project(shared, _slot_weights(lay, blk, rest, dtype), at, rest)
     if len(active):
         N = _norm_inputs(active_inputs(plan, base, diff, work), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-        at.index_copy_(1, active.to(at.device), _project(N, *_slot_weights(lay, blk, active, dtype), plan.groups))
+        _project(N, _slot_weights(lay, blk, active, dtype), at, active, plan.groups)
     out = torch.empty(len(tokens) + len(off), S, dh, dtype=dtype, device=at.device)
     out.index_copy_(0, tokens, at)
     if len(off): out.index_copy_(0, off, off_qkv.to(dtype))
@@ -338,14 +330,31 @@ def _receiver_input(plan: Plan | None, base_corr: torch.Tensor, own: torch.Tenso
     base = base_corr if plan.mode == "kept" else own
     return active_inputs(plan, base, diff, work)[0] if len(plan.active) else base
 
+def _answer_rows(answers, tokens: torch.Tensor, seq: int) -> torch.Tensor | None:
+    """Where in `tokens` (flat positions, ascending) each row of batch `answers` has its answer position; None if one
+    is not among them. The last block's output projection and MLP reach the metric there only."""
+    ans = torch.arange(len(answers.answer_pos), device=tokens.device) * seq + answers.answer_pos.to(tokens.device)
+    i = torch.searchsorted(tokens, ans).clamp(max=len(tokens) - 1)
+    return i if len(tokens) and bool((tokens[i] == ans).all()) else None
+
+def _give_at(mod, x: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor):
+    "Skip module `mod` (whose input is `x`) and give it output `y` (`[len(tokens), d_out]`) at the flat positions `tokens`, zero at the others."
+    out = torch.zeros(x.shape[:-1].numel(), y.shape[-1], dtype=y.dtype, device=y.device)
+    out.index_copy_(0, tokens, y)
+    mod.skip(out.view(*x.shape[:-1], y.shape[-1]))
+
 def _run_at(mod, x: torch.Tensor, tokens: torch.Tensor):
     """Skip module `mod` (whose input is `x`) and run it at the flat positions `tokens` only: its output there
     (returned), zero at the other positions."""
     y = mod(x.detach().reshape(-1, x.shape[-1])[tokens][None])[0]
-    out = torch.zeros(x.shape[:-1].numel(), y.shape[-1], dtype=y.dtype, device=y.device)
-    out.index_copy_(0, tokens, y)
-    mod.skip(out.view(*x.shape[:-1], y.shape[-1]))
+    _give_at(mod, x, tokens, y)
     return y
+
+def _corrupted_attn_out(lay: Layout, l: int, cres: torch.Tensor, cacts: torch.Tensor) -> torch.Tensor:
+    """Block `l`'s attention output (its output projection's) in the corrupted run, from compact reads at a pass's
+    tokens: the residual's step across the attention (across the block less the MLP's output, where they are parallel)."""
+    if lay.parallel: return cres[2 * l + 2] - cres[2 * l] - cacts[1 + l]
+    return cres[2 * l + 1] - cres[2 * l]
 
 def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Reads, dtype=torch.float32, answers=None,
                     slotwise_share: float | None = None, work: dict | None = None, tokens: torch.Tensor | None = None):
@@ -354,6 +363,8 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
     positions': `unembed_answers`). `tokens`: the batch's `batch_tokens`, the only positions where the pass computes
     (default: every position); `corr` then holds its activations and residuals there (`select_tokens`), and the q/k/v
     outputs at the other positions (`read_forward(..., qkv_at=off_tokens(tokens, n))`); logits elsewhere are NaN.
+    With `answers`, the last block's output projection and MLP run at the answer positions only (nothing else of
+    theirs reaches the logits read there).
     `slotwise_share`: share of a block's q/k/v slots with their own input from which the others are projected one by one
     (default `SLOTWISE_SHARE`). `work`: a dict kept across passes that holds the buffers of the senders'
     differences and of the receivers' inputs (`workspace`); one pass at a time may use it."""
@@ -371,6 +382,7 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
                          f"{len(off)} positions come from the corrupted run: read them with read_forward(..., "
                          "qkv_at=off_tokens(tokens, batch * positions)).")
     need, cres, cacts, compact = plans.needed, corr.resids, corr.acts, corr.zs is not None
+    last = _answer_rows(answers, tokens, emb.shape[1]) if answers is not None else None   # where the last block runs
     row = need.cumsum(0) - 1                          # a needed sender's row of diff
     diff = workspace(work, (int(need.sum()), len(tokens) * d), cacts.dtype, cacts.device)   # every row written
     at = lambda x: x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)          # an activation at the tokens
@@ -389,7 +401,6 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
         op = lay.o_proj(blk)
         z = op.input
         zt = at(z)
-        if len(off): _run_at(op, z, tokens)
         s0 = g.head_sender(l, 0)
         hs = need[s0:s0 + lay.n_heads].nonzero().flatten()                # the needed heads: consecutive rows of diff
         if len(hs):
@@ -397,14 +408,24 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
                 head_writes(lay, blk, zt - corr.zs[l], dtype, hs, out=diff[rows])
             else: diff[rows] = head_writes(lay, blk, zt, dtype, hs) - cacts[s0 + hs.to(cacts.device)].reshape(len(hs), -1)
+        if l == lay.n_layers - 1 and last is not None: _run_at(op, z, tokens[last])
+        elif compact and len(hs) == lay.n_heads:      # it is linear too: the corrupted run's plus every head's difference
+            _give_at(op, z, tokens, (_corrupted_attn_out(lay, l, cres, cacts) + diff[rows].view(len(hs), len(tokens), d).sum(0)).to(mdt))
+        elif len(off): _run_at(op, z, tokens)
         if p_mlp is not None:
             norm = lay.mlp_norm(blk)
             resid = norm.input
             norm.input = _with_tokens(resid, tokens, _receiver_input(p_mlp, cres[2 * l + 1], at(resid), diff, work))
-        mlp = lay.mlp(blk)
-        y = _run_at(mlp, mlp.input, tokens) if len(off) else None
-        u = g.mlp_sender(l)
-        if need[u]: diff[int(row[u])] = ((at(mlp.output) if y is None else y.to(dtype)) - cacts[1 + l if compact else u]).reshape(-1)
+        mlp, u = lay.mlp(blk), g.mlp_sender(l)
+        c = cacts[1 + l if compact else u]
+        if l == lay.n_layers - 1 and last is not None:   # the last MLP reaches the metric at the answers only
+            y = _run_at(mlp, mlp.input, tokens[last])
+            if need[u]:
+                dl = diff[int(row[u])].view(len(tokens), d).zero_()
+                dl[last] = y.to(dtype) - c.reshape(len(tokens), d)[last]
+        else:
+            y = _run_at(mlp, mlp.input, tokens) if len(off) else None
+            if need[u]: diff[int(row[u])] = ((at(mlp.output) if y is None else y.to(dtype)) - c).reshape(-1)
     if plans.final is not None:
         norm = lay.final_norm(model)
         resid = norm.input
