@@ -265,26 +265,36 @@ SLOTWISE_SHARE = 0.25
 
 def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> list:
     """Weights `[d_model, d_head]` and biases `[d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads):
-    views of the model's in its dtype (values only), no copy."""
+    views of the model's (values only; in the model's dtype, no copy, where that is `dtype`)."""
     H, G = lay.n_heads, lay.n_kv_heads
     W = lay.qkv_weights(blk)
-    parts = ((W.Wq, W.bq), (W.Wk, W.bk), (W.Wv, W.bv))
+    ws = [w.detach().to(dtype) for w in (W.Wq, W.Wk, W.Wv)]
+    bs = [None if b is None else b.detach().to(dtype) for b in (W.bq, W.bk, W.bv)]
     out = []
     for s in idx.tolist():
-        (w, b), j = (parts[0], s) if s < H else (parts[1], s - H) if s < H + G else (parts[2], s - H - G)
-        out.append((w[j].detach().to(dtype), None if b is None else b[j].detach().to(dtype)))
+        p, j = (0, s) if s < H else (1, s - H) if s < H + G else (2, s - H - G)
+        out.append((ws[p][j], None if bs[p] is None else bs[p][j]))
     return out
 
 def _project(N: torch.Tensor, ws: list, out: torch.Tensor, slots: torch.Tensor, groups: torch.Tensor | None = None):
     """Write slots' projections into `out[:, slots]` (`out`: `[t, all slots, d_head]`; `ws`: their `_slot_weights`) of
     inputs `N`: `[t, d]` (shared), `[slots, t, d]` (one per slot) or `[inputs, t, d]` with `groups` (`[slots]`: each
-    slot's input). One small product per slot, with the model's weights as they are stored (strided views): gathering
-    them first costs more than it saves (benchmarks/evaluation.txt)."""
-    src = None if N.dim() == 2 else range(len(ws)) if groups is None else groups.tolist()
-    for i, (s, (w, b)) in enumerate(zip(slots.tolist(), ws)):
-        x = N if src is None else N[src[i]]
-        if b is None: torch.mm(x, w, out=out[:, s])
-        else: torch.addmm(b, x, w, out=out[:, s])
+    slot's input). One product per input: a slot alone on its input is projected with the model's weight as stored (a
+    strided view: gathering it first costs more than it saves at width 768, benchmarks/evaluation.txt); the slots that
+    share an input, with their weights side by side (one copy, and one product instead of many small ones)."""
+    src = [0] * len(ws) if N.dim() == 2 else range(len(ws)) if groups is None else groups.tolist()
+    by, s = {}, slots.tolist()
+    for i, u in enumerate(src): by.setdefault(u, []).append(i)
+    for u, ii in by.items():
+        x = N if N.dim() == 2 else N[u]
+        if len(ii) == 1:
+            (w, b), o = ws[ii[0]], out[:, s[ii[0]]]
+            if b is None: torch.mm(x, w, out=o)
+            else: torch.addmm(b, x, w, out=o)
+            continue
+        y = x @ torch.cat([ws[i][0] for i in ii], dim=1)
+        if ws[ii[0]][1] is not None: y += torch.cat([ws[i][1] for i in ii])
+        out[:, [s[i] for i in ii]] = y.view(len(x), len(ii), -1)
 
 def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
     "A norm over the last dim of inputs `[n, t, d]`, stored either way round (token-major: a transposed view), kept so."
