@@ -268,12 +268,12 @@ def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> list:
     views of the model's (values only; in the model's dtype, no copy, where that is `dtype`)."""
     H, G = lay.n_heads, lay.n_kv_heads
     W = lay.qkv_weights(blk)
-    ws = [w.detach().to(dtype) for w in (W.Wq, W.Wk, W.Wv)]
-    bs = [None if b is None else b.detach().to(dtype) for b in (W.bq, W.bk, W.bv)]
+    ws = [w.detach() for w in (W.Wq, W.Wk, W.Wv)]
+    bs = [None if b is None else b.detach() for b in (W.bq, W.bk, W.bv)]
     out = []
-    for s in idx.tolist():
+    for s in idx.tolist():   # (a slot's weight converted on its own where the dtypes differ: only the slots asked for)
         p, j = (0, s) if s < H else (1, s - H) if s < H + G else (2, s - H - G)
-        out.append((ws[p][j], None if bs[p] is None else bs[p][j]))
+        out.append((ws[p][j].to(dtype), None if bs[p] is None else bs[p][j].to(dtype)))
     return out
 
 def _project(N: torch.Tensor, ws: list, out: torch.Tensor, slots: torch.Tensor, groups: torch.Tensor | None = None):
