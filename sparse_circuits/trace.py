@@ -263,11 +263,11 @@ def active_inputs(plan: Plan, base: torch.Tensor, diff: torch.Tensor, work: dict
 # overwritten: the fewer slots' work against the one fused product's (benchmarks/evaluation.txt)
 SLOTWISE_SHARE = 0.25
 
-def _slot_weights(lay: Layout, blk, idx: torch.Tensor, dtype) -> list:
-    """Weights `[d_model, d_head]` and biases `[d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads):
-    views of the model's (values only; in the model's dtype, no copy, where that is `dtype`)."""
+def _slot_weights(lay: Layout, W, idx: torch.Tensor, dtype) -> list:
+    """Weights `[d_model, d_head]` and biases `[d_head]` (or None) of q/k/v slots `idx` (q heads, k heads, v heads) of a
+    block whose `qkv_weights` are `W`: views of the model's (values only; in the model's dtype, no copy, where that is
+    `dtype`)."""
     H, G = lay.n_heads, lay.n_kv_heads
-    W = lay.qkv_weights(blk)
     ws = [w.detach() for w in (W.Wq, W.Wk, W.Wv)]
     bs = [None if b is None else b.detach() for b in (W.bq, W.bk, W.bv)]
     out = []
@@ -291,10 +291,10 @@ def _project(N: torch.Tensor, ws: list, out: torch.Tensor, slots: torch.Tensor, 
             (w, b), o = ws[ii[0]], out[:, s[ii[0]]]
             if b is None: torch.mm(x, w, out=o)
             else: torch.addmm(b, x, w, out=o)
-            continue
-        y = x @ torch.cat([ws[i][0] for i in ii], dim=1)
-        if ws[ii[0]][1] is not None: y += torch.cat([ws[i][1] for i in ii])
-        out[:, [s[i] for i in ii]] = y.view(len(x), len(ii), -1)
+        else:
+            y = x @ torch.cat([ws[i][0] for i in ii], dim=1)
+            if ws[ii[0]][1] is not None: y += torch.cat([ws[i][1] for i in ii])
+            out[:, [s[i] for i in ii]] = y.view(len(x), len(ii), -1)
 
 def _norm_inputs(X: torch.Tensor, params, kind: str, dtype) -> torch.Tensor:
     "A norm over the last dim of inputs `[n, t, d]`, stored either way round (token-major: a transposed view), kept so."
@@ -308,7 +308,7 @@ def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor | N
     every slot's projection of the model's normed input there or, for the plan's active receivers, of their own
     (`active_inputs` over `base`, `[len(tokens), d]`, None without a plan); at `off`, the corrupted run's `off_qkv` (`[len(off), slots, d_head]`)."""
     H, G, dh = lay.n_heads, lay.n_kv_heads, lay.d_head
-    S, mods = H + 2 * G, lay.qkv_modules(blk)
+    S, mods, W = H + 2 * G, lay.qkv_modules(blk), lay.qkv_weights(blk)
     active = plan.active if plan is not None else torch.zeros(0, dtype=torch.long)
     x = mods[0].input                                                            # the norm's output: the shared input
     shared = x.detach().reshape(-1, x.shape[-1])[tokens].to(dtype)
@@ -318,10 +318,10 @@ def _patch_attention(lay: Layout, blk, plan: Plan | None, base: torch.Tensor | N
         at = torch.empty(len(tokens), S, dh, dtype=dtype, device=shared.device)
         rest = torch.ones(S, dtype=torch.bool); rest[active] = False
         rest = rest.nonzero().flatten()
-        if len(rest): _project(shared, _slot_weights(lay, blk, rest, dtype), at, rest)
+        if len(rest): _project(shared, _slot_weights(lay, W, rest, dtype), at, rest)
     if len(active):
         N = _norm_inputs(active_inputs(plan, base, diff, work), lay.norm_params(lay.attn_norm(blk)), lay.arch.norm, dtype)
-        _project(N, _slot_weights(lay, blk, active, dtype), at, active, plan.groups)
+        _project(N, _slot_weights(lay, W, active, dtype), at, active, plan.groups)
     out = torch.empty(len(tokens) + len(off), S, dh, dtype=dtype, device=at.device)
     out.index_copy_(0, tokens, at)
     if len(off): out.index_copy_(0, off, off_qkv.to(dtype))
@@ -418,7 +418,8 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             if compact:   # the writes are linear in the heads' outputs: one product for the differences
                 head_writes(lay, blk, zt - corr.zs[l], dtype, hs, out=diff[rows])
             else: diff[rows] = head_writes(lay, blk, zt, dtype, hs) - cacts[s0 + hs.to(cacts.device)].reshape(len(hs), -1)
-        if l == lay.n_layers - 1 and last is not None: _run_at(op, z, tokens[last])
+        at_answers = last is not None and l == lay.n_layers - 1       # the last block reaches the metric at the answers only
+        if at_answers: _run_at(op, z, tokens[last])
         elif compact and len(hs) == lay.n_heads:      # it is linear too: the corrupted run's plus every head's difference
             _give_at(op, z, tokens, (_corrupted_attn_out(lay, l, cres, cacts) + diff[rows].view(len(hs), len(tokens), d).sum(0)).to(mdt))
         elif len(off): _run_at(op, z, tokens)
@@ -428,7 +429,7 @@ def patched_forward(model, lay: Layout, g: Graph, plans: CircuitPlans, corr: Rea
             norm.input = _with_tokens(resid, tokens, _receiver_input(p_mlp, cres[2 * l + 1], at(resid), diff, work))
         mlp, u = lay.mlp(blk), g.mlp_sender(l)
         c = cacts[1 + l if compact else u]
-        if l == lay.n_layers - 1 and last is not None:   # the last MLP reaches the metric at the answers only
+        if at_answers:
             y = _run_at(mlp, mlp.input, tokens[last])
             if need[u]:
                 dl = diff[int(row[u])].view(len(tokens), d).zero_()
