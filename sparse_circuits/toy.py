@@ -107,7 +107,7 @@ def pack(tokenizer, docs: list[str], seq_len: int, mode: str = "docs") -> torch.
 
 # %% ../nbs/10_toy.ipynb #f99b339f
 SPARSE_FIELDS = ("sparsify_steps", "sparsify_lr", "slack", "lambda_lr", "gate_bias", "distill")   # post-training only
-LATER_FIELDS = {"doc_options": {}, "threads": 2}   # fields added after models shipped, and the value that leaves a recipe as it was: not hashed
+LATER_FIELDS = {"doc_options": {}, "threads": 2, "attn_dropout": None}   # fields added after models shipped, and the value that leaves a recipe as it was: not hashed
 
 @dataclass
 class ToyConfig:
@@ -115,7 +115,8 @@ class ToyConfig:
     n_layer: int = 4
     n_head: int = 12
     n_embd: int = 96
-    dropout: float = 0.0
+    dropout: float = 0.0    # dense training only: embeddings, residual writes and (unless attn_dropout says otherwise) attention weights
+    attn_dropout: float | None = None   # dropout of the dense training's attention weights; None: `dropout`
     seq_len: int = 128
     packing: str = "docs"
     doc_prefix: tuple = (0, 2)
@@ -148,6 +149,11 @@ class ToyConfig:
         for name in ("n_layer", "n_head", "n_embd", "seq_len", "n_docs", "train_steps", "batch_size", "n_heldout", "n_eval_rows", "threads"):
             if getattr(self, name) < 1: raise ValueError(f"toy.{name} must be >= 1, got {getattr(self, name)}.")
         if self.n_embd % self.n_head: raise ValueError(f"toy.n_embd ({self.n_embd}) must be a multiple of toy.n_head ({self.n_head}).")
+        for name in ("dropout", "attn_dropout"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1):
+                raise ValueError(f"toy.{name} must be a probability in [0, 1), got {v!r}.")
+        if self.attn_dropout == self.dropout: self.attn_dropout = None   # one recipe, one key
         if self.sparsify_steps < 0: raise ValueError(f"toy.sparsify_steps must be >= 0, got {self.sparsify_steps}.")
         T.check_prefix(self.doc_prefix)
         if not isinstance(self.mix, dict) or not isinstance(self.task_options, dict):
@@ -206,7 +212,8 @@ def toy_data(cfg: ToyConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
 # %% ../nbs/10_toy.ipynb #1019de91
 def _toy_gpt2(cfg: ToyConfig, vocab_size: int) -> GPT2LMHeadModel:
     gcfg = GPT2Config(vocab_size=vocab_size, n_positions=cfg.seq_len, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                      n_embd=cfg.n_embd, attn_pdrop=cfg.dropout, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+                      n_embd=cfg.n_embd, attn_pdrop=cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout,
+                      resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
                       bos_token_id=0, eos_token_id=0)
     gcfg._attn_implementation = "eager"
     torch.manual_seed(cfg.seed)
